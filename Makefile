@@ -1,0 +1,46 @@
+# flowplace: traffic- and latency-aware placement for Karmada.
+SHELL := /bin/bash
+GO ?= go
+GOFLAGS_TEST ?= -count=1 -timeout 20m
+
+.PHONY: all build test vet fmt-check generate generate-deps bench-probe observe clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+# The tests that need the kernel run as root (CI sets FLOWPLACE_REQUIRE_KERNEL=1
+# so that they fail instead of skipping). Packages run one at a time: kernel
+# and namespace tests share one machine's CPUs and their timing matters.
+test: fmt-check vet
+	$(GO) test $(GOFLAGS_TEST) -p 1 ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# Regenerate vmlinux.h and the bpf2go objects. Installs the C toolchain from
+# Debian's packages when it is missing; CI never needs it (outputs are committed).
+generate: generate-deps
+	$(GO) generate ./...
+
+generate-deps:
+	@if ! command -v clang >/dev/null || ! command -v bpftool >/dev/null || [ ! -f /usr/include/bpf/bpf_helpers.h ]; then \
+		echo "installing clang, llvm, libbpf-dev, bpftool"; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends clang llvm libbpf-dev bpftool; \
+	fi
+
+# Kernel BPF run-time per program call and connect rate with vs without the
+# programs (interleaved). Needs root.
+bench-probe:
+	$(GO) run ./test/bench/probe
+
+observe:
+	$(GO) run ./cmd/flowplace observe
+
+clean:
+	rm -rf bin/

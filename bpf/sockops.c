@@ -1,0 +1,276 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* sock_ops: per-connection RTT, bytes, segments and retransmits, folded into
+ * per-flow aggregates. Runs on established, on every RTT sample and on state
+ * changes; never per packet. */
+#include "flow.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define TCP_ESTABLISHED_ 1
+#define TCP_FIN_WAIT1_ 4
+#define TCP_FIN_WAIT2_ 5
+#define TCP_CLOSE_ 7
+#define TCP_LAST_ACK_ 9
+#define TCP_CLOSING_ 11
+
+/* Zero template for new aggregates (too large for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fp_flow_stats);
+} stats_zero SEC(".maps");
+
+static __always_inline __u32 msb32(__u32 v)
+{
+	__u32 r = 0;
+	if (v >= (1u << 16)) { v >>= 16; r += 16; }
+	if (v >= (1u << 8)) { v >>= 8; r += 8; }
+	if (v >= (1u << 4)) { v >>= 4; r += 4; }
+	if (v >= (1u << 2)) { v >>= 2; r += 2; }
+	if (v >= (1u << 1)) { r += 1; }
+	return r;
+}
+
+static __always_inline __u32 rtt_bucket(__u32 us)
+{
+	if (us < RTT_SUB)
+		return us;
+	__u32 e = msb32(us);
+	if (e > RTT_MAX_EXP)
+		return RTT_BUCKETS - 1;
+	return (e - RTT_SUB_BITS + 1) * RTT_SUB + ((us >> (e - RTT_SUB_BITS)) & (RTT_SUB - 1));
+}
+
+static __always_inline struct fp_flow_stats *flow_get(struct fp_flow_key *key)
+{
+	struct fp_flow_stats *st = bpf_map_lookup_elem(&flows, key);
+	if (st)
+		return st;
+	__u32 zero = 0;
+	struct fp_flow_stats *tmpl = bpf_map_lookup_elem(&stats_zero, &zero);
+	if (!tmpl)
+		return 0;
+	tmpl->created_ns = bpf_ktime_get_ns();
+	long err = bpf_map_update_elem(&flows, key, tmpl, BPF_NOEXIST);
+	if (err == 0)
+		count(CNT_FLOW_CREATED);
+	else if (err != -17 /* EEXIST: another CPU won the race */)
+		count(CNT_FLOW_INSERT_FAILED);
+	return bpf_map_lookup_elem(&flows, key);
+}
+
+static __always_inline void fill_key(struct bpf_sock_ops *skops, struct fp_conn_state *cs, __u8 role)
+{
+	struct fp_flow_key *k = &cs->key;
+	struct bpf_sock *sk = skops->sk;
+
+	k->role = role;
+	k->family = skops->family;
+	k->netns_cookie = bpf_get_netns_cookie(skops);
+	if (sk) {
+		struct sock *s = (struct sock *)bpf_skc_to_tcp_sock(sk);
+		if (s)
+			k->cgroup_id = BPF_CORE_READ(s, sk_cgrp_data.cgroup, kn, id);
+	}
+	if (skops->family == AF_INET) {
+		v4_mapped(k->local_addr, skops->local_ip4);
+		v4_mapped(k->peer_addr, skops->remote_ip4);
+	} else {
+		/* ctx fields must be loaded one by one, not through a pointer */
+		__u32 l[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3] };
+		__u32 r[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2], skops->remote_ip6[3] };
+		__builtin_memcpy(k->local_addr, l, 16);
+		__builtin_memcpy(k->peer_addr, r, 16);
+	}
+	/* remote_port is network order in the upper 16 bits. */
+	__u16 rport = bpf_ntohl(skops->remote_port) & 0xffff;
+	if (skops->remote_port >> 16)
+		rport = bpf_ntohs(skops->remote_port >> 16);
+	__u16 lport = skops->local_port;
+
+	if (role == ROLE_CLIENT) {
+		k->peer_port = rport;
+		if (cs->dialed) {
+			__builtin_memcpy(k->dialed_addr, cs->dialed_addr, 16);
+			k->dialed_port = cs->dialed_port;
+		} else {
+			__builtin_memcpy(k->dialed_addr, k->peer_addr, 16);
+			k->dialed_port = rport;
+		}
+	} else {
+		/* The client dialed this socket's local address (or a VIP that was
+		 * translated to it before reaching us). */
+		__builtin_memcpy(k->dialed_addr, k->local_addr, 16);
+		k->dialed_port = lport;
+		k->peer_port = 0;
+	}
+}
+
+static __always_inline void on_established(struct bpf_sock_ops *skops, __u8 role)
+{
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return;
+	struct fp_conn_state *cs = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!cs) {
+		count(CNT_STORAGE_FAILED);
+		return;
+	}
+	if (cs->tracking)
+		return;
+	fill_key(skops, cs, role);
+	cs->start_ns = bpf_ktime_get_ns();
+	/* Baselines: the handshake's SYN counts in bytes_acked, not payload. */
+	cs->sent_base = skops->bytes_acked;
+	cs->recv_base = skops->bytes_received;
+	cs->segs_out_base = skops->segs_out;
+	cs->segs_in_base = skops->segs_in;
+	cs->retrans_base = skops->total_retrans;
+	cs->srtt_us = skops->srtt_us >> 3;
+	cs->min_rtt_us = skops->rtt_min;
+	cs->tracking = 1;
+
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG |
+						 BPF_SOCK_OPS_STATE_CB_FLAG);
+
+	struct fp_flow_stats *st = flow_get(&cs->key);
+	if (st)
+		__sync_fetch_and_add(&st->opened, 1);
+}
+
+/* A FIN consumes a sequence number, and bytes_acked/bytes_received count it.
+ * Both are 0 while ESTABLISHED, the common case, which needs no reads. In a
+ * state callback skops->state is still the state being left. */
+static __always_inline void fin_seqs(struct bpf_sock_ops *skops, __u64 *fin_in, __u64 *fin_out)
+{
+	__u32 state = skops->state;
+	*fin_in = 0;
+	*fin_out = 0;
+	if (state == TCP_ESTABLISHED_)
+		return;
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	/* A received FIN sets SOCK_DONE (tcp_fin); a reset does not. */
+	struct sock *s = (struct sock *)tp;
+	unsigned long flags = BPF_CORE_READ(s, __sk_common.skc_flags);
+	if (flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))
+		*fin_in = 1;
+	/* Our FIN is queued in these states; it is acknowledged once snd_una
+	 * reaches write_seq, which includes it. */
+	if (state == TCP_FIN_WAIT1_ || state == TCP_FIN_WAIT2_ || state == TCP_CLOSING_ ||
+	    state == TCP_LAST_ACK_) {
+		__u32 write_seq = BPF_CORE_READ(tp, write_seq);
+		if (skops->snd_una == write_seq)
+			*fin_out = 1;
+	}
+}
+
+/* Fold what the connection moved since the last flush into its aggregate. */
+static __always_inline void flush(struct bpf_sock_ops *skops, struct fp_conn_state *cs,
+				  struct fp_flow_stats *st)
+{
+	__u64 fin_in, fin_out;
+	fin_seqs(skops, &fin_in, &fin_out);
+	__u64 sent = skops->bytes_acked - fin_out;
+	__u64 recv = skops->bytes_received - fin_in;
+	if (sent > cs->sent_base) {
+		__sync_fetch_and_add(&st->bytes_sent, sent - cs->sent_base);
+		cs->sent_base = sent;
+	}
+	if (recv > cs->recv_base) {
+		__sync_fetch_and_add(&st->bytes_received, recv - cs->recv_base);
+		cs->recv_base = recv;
+	}
+	__u32 v = skops->segs_out;
+	if (v != cs->segs_out_base) {
+		__sync_fetch_and_add(&st->segs_out, v - cs->segs_out_base);
+		cs->segs_out_base = v;
+	}
+	v = skops->segs_in;
+	if (v != cs->segs_in_base) {
+		__sync_fetch_and_add(&st->segs_in, v - cs->segs_in_base);
+		cs->segs_in_base = v;
+	}
+	v = skops->total_retrans;
+	if (v != cs->retrans_base) {
+		__sync_fetch_and_add(&st->retrans, v - cs->retrans_base);
+		cs->retrans_base = v;
+	}
+}
+
+static __always_inline void on_rtt(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return;
+	struct fp_conn_state *cs = bpf_sk_storage_get(&conns, sk, 0, 0);
+	if (!cs || !cs->tracking)
+		return;
+	/* srtt_us in the context still holds the previous value here; args[1]
+	 * is the updated smoothed RTT scaled by 8, args[0] the raw sample. */
+	__u32 srtt = skops->args[1] >> 3;
+	__u32 mrtt = skops->args[0];
+	cs->srtt_us = srtt;
+	if (mrtt && (cs->min_rtt_us == 0 || mrtt < cs->min_rtt_us))
+		cs->min_rtt_us = mrtt;
+
+	struct fp_flow_stats *st = flow_get(&cs->key);
+	if (!st)
+		return;
+	__u32 b = rtt_bucket(srtt);
+	/* The compiler can prove the bound, the verifier cannot: keep the check. */
+	asm volatile("" : "+r"(b));
+	if (b < RTT_BUCKETS)
+		__sync_fetch_and_add(&st->rtt_hist[b], 1);
+	__sync_fetch_and_add(&st->rtt_sum_us, srtt);
+	__sync_fetch_and_add(&st->rtt_count, 1);
+	__u32 cur = st->rtt_min_us;
+	if (mrtt && (cur == 0 || mrtt < cur))
+		__sync_val_compare_and_swap(&st->rtt_min_us, cur, mrtt);
+	flush(skops, cs, st);
+}
+
+static __always_inline void on_close(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return;
+	struct fp_conn_state *cs = bpf_sk_storage_get(&conns, sk, 0, 0);
+	if (!cs || !cs->tracking)
+		return;
+	cs->tracking = 0;
+	struct fp_flow_stats *st = flow_get(&cs->key);
+	if (!st)
+		return;
+	flush(skops, cs, st);
+	__sync_fetch_and_add(&st->duration_ns, bpf_ktime_get_ns() - cs->start_ns);
+	__sync_fetch_and_add(&st->closed, 1);
+}
+
+SEC("sockops")
+int flowplace_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		on_established(skops, ROLE_CLIENT);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		on_established(skops, ROLE_SERVER);
+		break;
+	case BPF_SOCK_OPS_RTT_CB:
+		on_rtt(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == TCP_CLOSE_)
+			on_close(skops);
+		break;
+	}
+	return 1;
+}

@@ -1,0 +1,37 @@
+// Command flowplace is the flowplace CLI: observe the datapath on this host
+// (and, as later issues land, run the lab and manage the Karmada addon).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCommand().ExecuteContext(ctx); err != nil {
+		// One line a user can act on; usage only when asked for.
+		fmt.Fprintf(os.Stderr, "flowplace: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "flowplace",
+		Short:         "Traffic- and latency-aware placement for Karmada",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return fmt.Errorf("%s: %w (see '%s --help')", c.Name(), err, c.CommandPath())
+	})
+	root.AddCommand(newObserveCommand())
+	return root
+}

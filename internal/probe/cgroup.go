@@ -1,0 +1,77 @@
+package probe
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultCgroup2Mount is where the probes mount cgroup v2 when the host has
+// no cgroup2 mount (hosts still on the v1 layout).
+const DefaultCgroup2Mount = "/run/flowplace/cgroup2"
+
+// FindCgroup2 returns the mount point of the cgroup v2 hierarchy, or "" if
+// none is mounted.
+func FindCgroup2() (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", fmt.Errorf("read mountinfo: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// ... mount-point ... - fstype source options
+		fields := strings.Fields(sc.Text())
+		sep := -1
+		for i, fl := range fields {
+			if fl == "-" {
+				sep = i
+				break
+			}
+		}
+		if sep < 0 || sep+1 >= len(fields) || len(fields) < 5 {
+			continue
+		}
+		if fields[sep+1] == "cgroup2" && fields[3] == "/" {
+			return fields[4], nil
+		}
+	}
+	return "", sc.Err()
+}
+
+// Cgroup2 returns the cgroup v2 mount point, mounting the hierarchy at
+// mountAt when none is mounted and mountAt is not empty.
+func Cgroup2(mountAt string) (string, error) {
+	mnt, err := FindCgroup2()
+	if err != nil {
+		return "", err
+	}
+	if mnt != "" {
+		return mnt, nil
+	}
+	if mountAt == "" {
+		return "", fmt.Errorf("%w: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or let flowplace mount it", ErrNoCgroup2)
+	}
+	if err := os.MkdirAll(mountAt, 0o755); err != nil {
+		return "", fmt.Errorf("create cgroup2 mount point %s: %w", mountAt, err)
+	}
+	if err := unix.Mount("none", mountAt, "cgroup2", 0, ""); err != nil {
+		return "", fmt.Errorf("%w: mount cgroup2 at %s: %v", ErrNoCgroup2, mountAt, err)
+	}
+	return mountAt, nil
+}
+
+// IsCgroup2Dir reports whether path is a directory of a cgroup v2 hierarchy.
+func IsCgroup2Dir(path string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrNoCgroup2, path, err)
+	}
+	if st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return fmt.Errorf("%w: %s is not on a cgroup2 filesystem", ErrNoCgroup2, path)
+	}
+	return nil
+}

@@ -1,0 +1,94 @@
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+	"golang.org/x/sys/unix"
+)
+
+// Errors that say which prerequisite is missing; match with errors.Is.
+var (
+	ErrNotPermitted    = errors.New("missing privilege")
+	ErrNoBTF           = errors.New("kernel has no BTF")
+	ErrNoCgroup2       = errors.New("no cgroup v2 hierarchy")
+	ErrUnsupportedProg = errors.New("kernel refuses a required eBPF feature")
+)
+
+const (
+	capNetAdmin = 12
+	capSysAdmin = 21
+	capBPF      = 39
+	capPerfmon  = 38
+)
+
+// CheckKernel verifies, before anything is loaded, that this process and
+// kernel can run the probes, and says precisely what is missing.
+func CheckKernel() error {
+	if err := checkCapabilities(); err != nil {
+		return err
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return fmt.Errorf("%w: /sys/kernel/btf/vmlinux not found (needs CONFIG_DEBUG_INFO_BTF=y)", ErrNoBTF)
+	}
+	progs := []struct {
+		t    ebpf.ProgramType
+		name string
+	}{
+		{ebpf.SockOps, "sock_ops"},
+		{ebpf.CGroupSockAddr, "cgroup_sock_addr (connect4/getpeername4)"},
+	}
+	for _, p := range progs {
+		if err := features.HaveProgramType(p.t); err != nil {
+			return fmt.Errorf("%w: program type %s: %v", ErrUnsupportedProg, p.name, err)
+		}
+	}
+	maps := []struct {
+		t    ebpf.MapType
+		name string
+	}{
+		{ebpf.LRUHash, "lru_hash"},
+		{ebpf.SkStorage, "sk_storage"},
+		{ebpf.PerCPUArray, "percpu_array"},
+	}
+	for _, m := range maps {
+		if err := features.HaveMapType(m.t); err != nil {
+			return fmt.Errorf("%w: map type %s: %v", ErrUnsupportedProg, m.name, err)
+		}
+	}
+	helpers := []struct {
+		t  ebpf.ProgramType
+		fn asm.BuiltinFunc
+	}{
+		{ebpf.SockOps, asm.FnSkStorageGet},
+		{ebpf.SockOps, asm.FnGetNetnsCookie},
+		{ebpf.SockOps, asm.FnSkcToTcpSock},
+		{ebpf.CGroupSockAddr, asm.FnSkStorageGet},
+	}
+	for _, h := range helpers {
+		if err := features.HaveProgramHelper(h.t, h.fn); err != nil {
+			return fmt.Errorf("%w: helper %s in %s programs: %v", ErrUnsupportedProg, h.fn, h.t, err)
+		}
+	}
+	return nil
+}
+
+func checkCapabilities() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("read capabilities: %w", err)
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	if !has(capSysAdmin) && !(has(capBPF) && has(capPerfmon)) {
+		return fmt.Errorf("%w: CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) are needed to load eBPF programs: run as root", ErrNotPermitted)
+	}
+	if !has(capNetAdmin) && !has(capSysAdmin) {
+		return fmt.Errorf("%w: CAP_NET_ADMIN is needed to attach to a cgroup: run as root", ErrNotPermitted)
+	}
+	return nil
+}
