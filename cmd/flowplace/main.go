@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -17,7 +18,7 @@ func main() {
 	defer stop()
 	if err := newRootCommand().ExecuteContext(ctx); err != nil {
 		// One line a user can act on; usage only when asked for.
-		fmt.Fprintf(os.Stderr, "flowplace: %v\n", err)
+		fmt.Fprintf(os.Stderr, "flowplace: %s\n", oneLine(err.Error()))
 		os.Exit(1)
 	}
 }
@@ -34,4 +35,15 @@ func newRootCommand() *cobra.Command {
 	})
 	root.AddCommand(newObserveCommand())
 	return root
+}
+
+// oneLine folds a multi-line message (cobra's suggestions) into one line.
+func oneLine(msg string) string {
+	var parts []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, " ")
 }

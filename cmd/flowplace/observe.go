@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
-	"github.com/flowplace/flowplace/internal/loghist"
 	"github.com/flowplace/flowplace/internal/probe"
 )
 
@@ -305,5 +304,3 @@ func micros(us float64, samples uint64) string {
 	}
 	return fmt.Sprintf("%.2fs", d.Seconds())
 }
-
-var _ = loghist.Buckets

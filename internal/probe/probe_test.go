@@ -2,7 +2,6 @@ package probe_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -383,5 +382,3 @@ func TestLoadRejectsBadOptions(t *testing.T) {
 		})
 	}
 }
-
-var _ = context.Background
