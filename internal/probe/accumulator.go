@@ -16,32 +16,51 @@ type accumulated struct {
 	seen        time.Time // last reading that changed the totals
 }
 
+func (s *FlowStats) isZero() bool {
+	return s.Opened == 0 && s.Closed == 0 && s.BytesSent == 0 && s.BytesReceived == 0 &&
+		s.SegsIn == 0 && s.SegsOut == 0 && s.Retransmits == 0 && s.RTT.Count == 0
+}
+
 // NewAccumulator returns an empty Accumulator.
 func NewAccumulator() *Accumulator {
 	return &Accumulator{flows: map[FlowKey]*accumulated{}}
 }
 
-// Add folds a snapshot in.
-func (a *Accumulator) Add(s *Snapshot) {
+// FlowDelta is what one flow moved between two snapshots.
+type FlowDelta struct {
+	Key   FlowKey
+	Delta FlowStats
+}
+
+// Add folds a snapshot in and returns, per flow that changed, what it moved
+// since the previous snapshot.
+func (a *Accumulator) Add(s *Snapshot) []FlowDelta {
+	var out []FlowDelta
 	for i := range s.Flows {
 		f := &s.Flows[i]
 		e, ok := a.flows[f.Key]
+		var d FlowStats
 		switch {
 		case !ok:
-			e = &accumulated{incarnation: f.Incarnation, last: f.Stats, total: f.Stats, seen: s.Time}
+			d = f.Stats
+			e = &accumulated{incarnation: f.Incarnation, last: f.Stats, total: f.Stats}
 			a.flows[f.Key] = e
 		case e.incarnation != f.Incarnation:
-			e.total.add(&f.Stats)
-			e.incarnation, e.last, e.seen = f.Incarnation, f.Stats, s.Time
+			// Evicted and re-created: the kernel restarted from zero.
+			d = f.Stats
+			e.total.add(&d)
+			e.incarnation, e.last = f.Incarnation, f.Stats
 		default:
-			d := f.Stats.sub(&e.last)
-			if d != (FlowStats{RTT: d.RTT}) || d.RTT.Count != 0 {
-				e.seen = s.Time
-			}
+			d = f.Stats.sub(&e.last)
 			e.total.add(&d)
 			e.last = f.Stats
 		}
+		if !d.isZero() {
+			e.seen = s.Time
+			out = append(out, FlowDelta{Key: f.Key, Delta: d})
+		}
 	}
+	return out
 }
 
 // Totals returns the accumulated totals per flow.

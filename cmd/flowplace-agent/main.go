@@ -1,0 +1,209 @@
+// Command flowplace-agent runs on every member-cluster node: it attaches the
+// eBPF probes, attributes flows to workloads, services and clusters, and
+// exports them as OpenTelemetry metrics over OTLP and Prometheus.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
+	"k8s.io/klog/v2"
+
+	"github.com/flowplace/flowplace/internal/agent"
+	"github.com/flowplace/flowplace/internal/attribution"
+	"github.com/flowplace/flowplace/internal/probe"
+	"github.com/flowplace/flowplace/telemetry"
+)
+
+type options struct {
+	cgroup        string
+	maxFlows      uint32
+	pollInterval  time.Duration
+	topologyFile  string
+	nodeName      string
+	listenAddress string
+	prometheus    bool
+	maxSeries     int
+	otlp          telemetry.OTLPConfig
+	otlpHeaders   []string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newCommand().ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "flowplace-agent: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	o := options{}
+	cmd := &cobra.Command{
+		Use:   "flowplace-agent",
+		Short: "Measure TCP latency and traffic per workload with eBPF and export it with OpenTelemetry",
+		Long: `flowplace-agent attaches eBPF probes to the node's cgroup v2 root, attributes
+every TCP flow to workloads, services and clusters, and exports RTT, bytes,
+connections and retransmits as OpenTelemetry metrics over OTLP gRPC and on a
+Prometheus endpoint. /healthz and /readyz are served on --listen-address.
+
+With --topology-file it runs standalone: addresses are attributed from the file
+(for the lab and hosts outside Kubernetes).`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.Context(), &o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory to observe (default: the cgroup v2 root)")
+	f.Uint32Var(&o.maxFlows, "max-flows", probe.DefaultMaxFlows, "size of the kernel flow table")
+	f.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "how often the kernel flow table is read")
+	f.StringVar(&o.topologyFile, "topology-file", "", "standalone mode: attribute addresses from this AgentTopology file")
+	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (k8s.node.name); default $NODE_NAME or the hostname")
+	f.StringVar(&o.listenAddress, "listen-address", ":9464", "address serving /metrics, /healthz and /readyz")
+	f.BoolVar(&o.prometheus, "prometheus", true, "serve Prometheus metrics on /metrics")
+	f.IntVar(&o.maxSeries, "max-series", telemetry.DefaultMaxSeries, "metric series limit; beyond it updates go to an overflow series")
+	f.StringVar(&o.otlp.Endpoint, "otlp-endpoint", "", "OTLP gRPC receiver host:port (the flowplace estimator or a collector); empty disables OTLP")
+	f.BoolVar(&o.otlp.Insecure, "otlp-insecure", false, "send OTLP without TLS")
+	f.StringVar(&o.otlp.CAFile, "otlp-ca-file", "", "CA bundle that verifies the OTLP receiver")
+	f.StringVar(&o.otlp.CertFile, "otlp-cert-file", "", "client certificate for mTLS")
+	f.StringVar(&o.otlp.KeyFile, "otlp-key-file", "", "client key for mTLS")
+	f.StringVar(&o.otlp.ServerName, "otlp-server-name", "", "name expected in the receiver's certificate")
+	f.StringArrayVar(&o.otlpHeaders, "otlp-header", nil, "header sent with each export, key=value (repeatable)")
+	f.DurationVar(&o.otlp.Interval, "export-interval", 10*time.Second, "OTLP export interval")
+	f.DurationVar(&o.otlp.Timeout, "export-timeout", 10*time.Second, "OTLP export timeout")
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	f.AddGoFlagSet(klogFlags)
+	return cmd
+}
+
+func (o *options) validate() error {
+	if o.pollInterval < 100*time.Millisecond {
+		return fmt.Errorf("--poll-interval %s: must be at least 100ms", o.pollInterval)
+	}
+	if o.maxSeries < 1 {
+		return fmt.Errorf("--max-series %d: must be positive", o.maxSeries)
+	}
+	if o.topologyFile == "" {
+		return errors.New("--topology-file is required (Kubernetes mode needs --kubeconfig or in-cluster config, not available in this build)")
+	}
+	if _, _, err := net.SplitHostPort(o.listenAddress); err != nil {
+		return fmt.Errorf("--listen-address %q: %w", o.listenAddress, err)
+	}
+	o.otlp.Headers = map[string]string{}
+	for _, h := range o.otlpHeaders {
+		k, v, ok := strings.Cut(h, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--otlp-header %q: want key=value", h)
+		}
+		o.otlp.Headers[k] = v
+	}
+	cfg := telemetry.Config{OTLP: o.otlp}
+	return cfg.Validate()
+}
+
+func run(ctx context.Context, o *options) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	log := klog.FromContext(ctx)
+	resolver, err := attribution.LoadTopologyFile(o.topologyFile)
+	if err != nil {
+		return err
+	}
+	if o.nodeName == "" {
+		o.nodeName, _ = os.Hostname()
+	}
+	self := resolver.Self()
+	res := []attribute.KeyValue{telemetry.AttrNodeName.String(o.nodeName), telemetry.AttrClusterName.String(self.Name)}
+	if self.UID != "" {
+		res = append(res, telemetry.AttrClusterUID.String(self.UID))
+	}
+
+	// Everything that can fail on bad input is checked before the kernel is
+	// touched.
+	if err := probe.CheckKernel(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.listenAddress)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.listenAddress, err)
+	}
+	defer ln.Close()
+
+	provider, err := telemetry.NewProvider(ctx, telemetry.Config{Resource: res, OTLP: o.otlp, Prometheus: o.prometheus, MaxSeries: o.maxSeries})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := provider.Shutdown(sctx); err != nil {
+			log.Error(err, "Flushing telemetry at shutdown")
+		}
+	}()
+	rec, err := telemetry.NewRecorder(provider.Meter(), o.maxSeries)
+	if err != nil {
+		return err
+	}
+
+	cg := o.cgroup
+	if cg == "" {
+		if cg, err = probe.Cgroup2(probe.DefaultCgroup2Mount); err != nil {
+			return err
+		}
+	}
+	p, err := probe.Load(probe.Options{Cgroup: cg, MaxFlows: o.maxFlows})
+	if err != nil {
+		return err
+	}
+	// Detach before anything else goes away.
+	defer func() {
+		if err := p.Close(); err != nil {
+			log.Error(err, "Detaching probes")
+		}
+	}()
+	log.Info("Probes attached", "cgroup", cg, "maxFlows", o.maxFlows, "cluster", self.Name, "node", o.nodeName)
+
+	ag, err := agent.New(agent.Config{Source: p, Resolver: resolver, Recorder: rec, Meter: provider.Meter(), PollInterval: o.pollInterval})
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ag.Ready() {
+			http.Error(w, "no flow table read yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	if h := provider.PrometheusHandler(); h != nil {
+		mux.Handle("/metrics", h)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error(err, "HTTP server stopped")
+		}
+	}()
+	defer srv.Close()
+
+	err = ag.Run(ctx)
+	log.Info("Shutting down: detaching probes")
+	return err
+}

@@ -1,0 +1,84 @@
+// Package telemetry holds flowplace's OpenTelemetry metrics: every metric
+// name, unit and attribute key (this file), the meter provider with its OTLP
+// and Prometheus exporters, and the Recorder that turns attributed flow
+// deltas into measurements.
+package telemetry
+
+import (
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+)
+
+// ScopeName is the instrumentation scope of the agent's metrics.
+const ScopeName = "github.com/flowplace/flowplace/agent"
+
+// Metric names and units. Names follow OTel conventions (dot-separated,
+// unit not in the name); Prometheus renders them as e.g.
+// flowplace_tcp_bytes_total and flowplace_tcp_rtt_seconds.
+const (
+	// MetricRTT: smoothed TCP RTT samples, seconds (exponential histogram).
+	MetricRTT = "flowplace.tcp.rtt"
+	// MetricBytes: payload bytes, by network.io.direction.
+	MetricBytes = "flowplace.tcp.bytes"
+	// MetricConnections: connections established.
+	MetricConnections = "flowplace.tcp.connections"
+	// MetricConnectionsActive: connections open now.
+	MetricConnectionsActive = "flowplace.tcp.connections.active"
+	// MetricRetransmits: retransmitted segments.
+	MetricRetransmits = "flowplace.tcp.retransmits"
+	// MetricSeriesOverflow: flow updates folded into the overflow series
+	// because the series limit was reached.
+	MetricSeriesOverflow = "flowplace.agent.series.overflow"
+	// MetricDatapathEvictions: kernel flow-table entries evicted (LRU).
+	MetricDatapathEvictions = "flowplace.datapath.flows.evicted"
+	// MetricDatapathFlows: kernel flow-table entries in use.
+	MetricDatapathFlows = "flowplace.datapath.flows"
+
+	UnitSeconds     = "s"
+	UnitBytes       = "By"
+	UnitConnections = "{connection}"
+	UnitSegments    = "{segment}"
+	UnitUpdates     = "{update}"
+	UnitFlows       = "{flow}"
+)
+
+// Resource attributes: who reports. Karmada's Cluster.spec.id is the member's
+// kube-system namespace UID, which is what k8s.cluster.uid carries.
+var (
+	AttrClusterUID  = semconv.K8SClusterUIDKey
+	AttrClusterName = semconv.K8SClusterNameKey
+	AttrNodeName    = semconv.K8SNodeNameKey
+)
+
+// Data point attributes. "Local" is the workload whose socket the probe saw;
+// "peer" is the other end; "service" is the address the traffic was sent to
+// (for a client, the service it dialed; for a server, the service it serves).
+var (
+	AttrRole             = attribute.Key("flowplace.connection.role") // client | server
+	AttrNamespace        = semconv.K8SNamespaceNameKey                // local workload's namespace
+	AttrWorkloadKind     = attribute.Key("flowplace.workload.kind")
+	AttrWorkloadName     = attribute.Key("flowplace.workload.name")
+	AttrServiceNamespace = attribute.Key("flowplace.service.namespace")
+	AttrServiceName      = attribute.Key("flowplace.service.name")
+	AttrServerPort       = semconv.ServerPortKey
+	AttrPeerClusterUID   = attribute.Key("flowplace.peer.cluster.uid")
+	AttrPeerClusterName  = attribute.Key("flowplace.peer.cluster.name")
+	AttrPeerNamespace    = attribute.Key("flowplace.peer.namespace")
+	AttrPeerWorkloadKind = attribute.Key("flowplace.peer.workload.kind")
+	AttrPeerWorkloadName = attribute.Key("flowplace.peer.workload.name")
+	AttrDirection        = semconv.NetworkIODirectionKey // transmit | receive
+	// AttrOverflow marks the series that absorbs updates beyond the
+	// series limit (the OTel SDK's own convention).
+	AttrOverflow = attribute.Key("otel.metric.overflow")
+)
+
+// Roles and directions as attribute values.
+const (
+	RoleClient = "client"
+	RoleServer = "server"
+)
+
+var (
+	directionTransmit = AttrDirection.String("transmit")
+	directionReceive  = AttrDirection.String("receive")
+)
