@@ -29,7 +29,12 @@ type Connect4FpConnState struct {
 	Dialed      uint8
 	Redirected  uint8
 	Tracking    uint8
-	Pad         [7]uint8
+	PendN       uint8
+	PendBucket  [8]uint16
+	_           [2]byte
+	PendMinUs   uint32
+	PendSumUs   uint64
+	LastFoldNs  uint64
 }
 
 type Connect4FpFlowKey struct {

@@ -85,10 +85,8 @@ static __always_inline void fill_key(struct bpf_sock_ops *skops, struct fp_conn_
 		__builtin_memcpy(k->local_addr, l, 16);
 		__builtin_memcpy(k->peer_addr, r, 16);
 	}
-	/* remote_port is network order in the upper 16 bits. */
-	__u16 rport = bpf_ntohl(skops->remote_port) & 0xffff;
-	if (skops->remote_port >> 16)
-		rport = bpf_ntohs(skops->remote_port >> 16);
+	/* remote_port holds the network-order port in its upper 16 bits. */
+	__u16 rport = bpf_ntohl(skops->remote_port);
 	__u16 lport = skops->local_port;
 
 	if (role == ROLE_CLIENT) {
@@ -123,6 +121,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, __u8 role
 		return;
 	fill_key(skops, cs, role);
 	cs->start_ns = bpf_ktime_get_ns();
+	cs->last_fold_ns = cs->start_ns;
 	/* Baselines: the handshake's SYN counts in bytes_acked, not payload. */
 	cs->sent_base = skops->bytes_acked;
 	cs->recv_base = skops->bytes_received;
@@ -205,6 +204,35 @@ static __always_inline void flush(struct bpf_sock_ops *skops, struct fp_conn_sta
 	}
 }
 
+/* Fold pending RTT samples and the bytes moved since the last fold into the
+ * aggregate. */
+static __always_inline void fold(struct bpf_sock_ops *skops, struct fp_conn_state *cs,
+				 struct fp_flow_stats *st)
+{
+	__u32 n = cs->pend_n;
+#pragma unroll
+	for (int i = 0; i < RTT_PENDING; i++) {
+		if (i >= n)
+			break;
+		__u32 b = cs->pend_bucket[i];
+		/* The compiler can prove the bound, the verifier cannot. */
+		asm volatile("" : "+r"(b));
+		if (b < RTT_BUCKETS)
+			__sync_fetch_and_add(&st->rtt_hist[b], 1);
+	}
+	if (n) {
+		__sync_fetch_and_add(&st->rtt_sum_us, cs->pend_sum_us);
+		__sync_fetch_and_add(&st->rtt_count, n);
+		__u32 cur = st->rtt_min_us, m = cs->pend_min_us;
+		if (m && (cur == 0 || m < cur))
+			__sync_val_compare_and_swap(&st->rtt_min_us, cur, m);
+	}
+	cs->pend_n = 0;
+	cs->pend_sum_us = 0;
+	cs->pend_min_us = 0;
+	flush(skops, cs, st);
+}
+
 static __always_inline void on_rtt(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock *sk = skops->sk;
@@ -221,20 +249,23 @@ static __always_inline void on_rtt(struct bpf_sock_ops *skops)
 	if (mrtt && (cs->min_rtt_us == 0 || mrtt < cs->min_rtt_us))
 		cs->min_rtt_us = mrtt;
 
-	struct fp_flow_stats *st = flow_get(&cs->key);
-	if (!st)
+	__u32 n = cs->pend_n;
+	if (n < RTT_PENDING) {
+		cs->pend_bucket[n] = rtt_bucket(srtt);
+		cs->pend_sum_us += srtt;
+		if (mrtt && (cs->pend_min_us == 0 || mrtt < cs->pend_min_us))
+			cs->pend_min_us = mrtt;
+		cs->pend_n = ++n;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	if (n < RTT_PENDING && now - cs->last_fold_ns < FOLD_INTERVAL_NS)
 		return;
-	__u32 b = rtt_bucket(srtt);
-	/* The compiler can prove the bound, the verifier cannot: keep the check. */
-	asm volatile("" : "+r"(b));
-	if (b < RTT_BUCKETS)
-		__sync_fetch_and_add(&st->rtt_hist[b], 1);
-	__sync_fetch_and_add(&st->rtt_sum_us, srtt);
-	__sync_fetch_and_add(&st->rtt_count, 1);
-	__u32 cur = st->rtt_min_us;
-	if (mrtt && (cur == 0 || mrtt < cur))
-		__sync_val_compare_and_swap(&st->rtt_min_us, cur, mrtt);
-	flush(skops, cs, st);
+	cs->last_fold_ns = now;
+	struct fp_flow_stats *st = flow_get(&cs->key);
+	if (st)
+		fold(skops, cs, st);
+	else
+		cs->pend_n = 0; /* counted as an insert failure; do not stall */
 }
 
 static __always_inline void on_close(struct bpf_sock_ops *skops)
@@ -249,7 +280,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	struct fp_flow_stats *st = flow_get(&cs->key);
 	if (!st)
 		return;
-	flush(skops, cs, st);
+	fold(skops, cs, st);
 	__sync_fetch_and_add(&st->duration_ns, bpf_ktime_get_ns() - cs->start_ns);
 	__sync_fetch_and_add(&st->closed, 1);
 }

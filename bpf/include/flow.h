@@ -22,6 +22,9 @@
 #define RTT_MAX_EXP 22
 #define RTT_BUCKETS ((RTT_MAX_EXP - RTT_SUB_BITS + 2) * RTT_SUB)
 
+#define RTT_PENDING 8
+#define FOLD_INTERVAL_NS 1000000000ULL
+
 enum flow_role {
 	ROLE_CLIENT = 1, /* this socket connected (active open) */
 	ROLE_SERVER = 2, /* this socket was accepted (passive open) */
@@ -81,7 +84,14 @@ struct fp_conn_state {
 	__u8 dialed; /* dialed_* valid */
 	__u8 redirected; /* connect4 rewrote the destination */
 	__u8 tracking; /* established and counted */
-	__u8 pad[7];
+	/* RTT samples not yet folded into the aggregate: folding costs a hash
+	 * lookup, so it happens every RTT_PENDING samples, every
+	 * FOLD_INTERVAL_NS, and at close. */
+	__u8 pend_n;
+	__u16 pend_bucket[RTT_PENDING];
+	__u32 pend_min_us;
+	__u64 pend_sum_us;
+	__u64 last_fold_ns;
 };
 
 /* Global counters, index by enum fp_counter. */
