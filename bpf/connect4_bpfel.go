@@ -48,7 +48,7 @@ type Connect4FpFlowKey struct {
 	PeerPort    uint16
 	Role        uint8
 	Family      uint8
-	Pad         [2]uint8
+	LocalPort   uint16
 }
 
 type Connect4FpFlowStats struct {
@@ -90,6 +90,7 @@ const (
 	Connect4MapConns              = "conns"
 	Connect4MapCounters           = "counters"
 	Connect4MapFlows              = "flows"
+	Connect4MapNatServices        = "nat_services"
 	Connect4MapRedirects          = "redirects"
 	Connect4ProgFlowplaceConnect4 = "flowplace_connect4"
 )
@@ -143,10 +144,11 @@ type Connect4ProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type Connect4MapSpecs struct {
-	Conns     *ebpf.MapSpec `ebpf:"conns"`
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	Flows     *ebpf.MapSpec `ebpf:"flows"`
-	Redirects *ebpf.MapSpec `ebpf:"redirects"`
+	Conns       *ebpf.MapSpec `ebpf:"conns"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Flows       *ebpf.MapSpec `ebpf:"flows"`
+	NatServices *ebpf.MapSpec `ebpf:"nat_services"`
+	Redirects   *ebpf.MapSpec `ebpf:"redirects"`
 }
 
 // Connect4VariableSpecs contains global variables before they are loaded into the kernel.
@@ -175,10 +177,11 @@ func (o *Connect4Objects) Close() error {
 //
 // It can be passed to LoadConnect4Objects or ebpf.CollectionSpec.LoadAndAssign.
 type Connect4Maps struct {
-	Conns     *ebpf.Map `ebpf:"conns"`
-	Counters  *ebpf.Map `ebpf:"counters"`
-	Flows     *ebpf.Map `ebpf:"flows"`
-	Redirects *ebpf.Map `ebpf:"redirects"`
+	Conns       *ebpf.Map `ebpf:"conns"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	Flows       *ebpf.Map `ebpf:"flows"`
+	NatServices *ebpf.Map `ebpf:"nat_services"`
+	Redirects   *ebpf.Map `ebpf:"redirects"`
 }
 
 func (m *Connect4Maps) Close() error {
@@ -186,6 +189,7 @@ func (m *Connect4Maps) Close() error {
 		m.Conns,
 		m.Counters,
 		m.Flows,
+		m.NatServices,
 		m.Redirects,
 	)
 }

@@ -48,7 +48,7 @@ type Getpeername4FpFlowKey struct {
 	PeerPort    uint16
 	Role        uint8
 	Family      uint8
-	Pad         [2]uint8
+	LocalPort   uint16
 }
 
 type Getpeername4FpFlowStats struct {
@@ -90,6 +90,7 @@ const (
 	Getpeername4MapConns                  = "conns"
 	Getpeername4MapCounters               = "counters"
 	Getpeername4MapFlows                  = "flows"
+	Getpeername4MapNatServices            = "nat_services"
 	Getpeername4MapRedirects              = "redirects"
 	Getpeername4ProgFlowplaceGetpeername4 = "flowplace_getpeername4"
 )
@@ -143,10 +144,11 @@ type Getpeername4ProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type Getpeername4MapSpecs struct {
-	Conns     *ebpf.MapSpec `ebpf:"conns"`
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	Flows     *ebpf.MapSpec `ebpf:"flows"`
-	Redirects *ebpf.MapSpec `ebpf:"redirects"`
+	Conns       *ebpf.MapSpec `ebpf:"conns"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Flows       *ebpf.MapSpec `ebpf:"flows"`
+	NatServices *ebpf.MapSpec `ebpf:"nat_services"`
+	Redirects   *ebpf.MapSpec `ebpf:"redirects"`
 }
 
 // Getpeername4VariableSpecs contains global variables before they are loaded into the kernel.
@@ -175,10 +177,11 @@ func (o *Getpeername4Objects) Close() error {
 //
 // It can be passed to LoadGetpeername4Objects or ebpf.CollectionSpec.LoadAndAssign.
 type Getpeername4Maps struct {
-	Conns     *ebpf.Map `ebpf:"conns"`
-	Counters  *ebpf.Map `ebpf:"counters"`
-	Flows     *ebpf.Map `ebpf:"flows"`
-	Redirects *ebpf.Map `ebpf:"redirects"`
+	Conns       *ebpf.Map `ebpf:"conns"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	Flows       *ebpf.Map `ebpf:"flows"`
+	NatServices *ebpf.Map `ebpf:"nat_services"`
+	Redirects   *ebpf.Map `ebpf:"redirects"`
 }
 
 func (m *Getpeername4Maps) Close() error {
@@ -186,6 +189,7 @@ func (m *Getpeername4Maps) Close() error {
 		m.Conns,
 		m.Counters,
 		m.Flows,
+		m.NatServices,
 		m.Redirects,
 	)
 }

@@ -91,6 +91,11 @@ static __always_inline void fill_key(struct bpf_sock_ops *skops, struct fp_conn_
 
 	if (role == ROLE_CLIENT) {
 		k->peer_port = rport;
+		if (skops->family == AF_INET && !cs->redirected) {
+			struct fp_redirect_key nk = { .addr = skops->remote_ip4, .port = bpf_htons(rport) };
+			if (bpf_map_lookup_elem(&nat_services, &nk))
+				k->local_port = lport;
+		}
 		if (cs->dialed) {
 			__builtin_memcpy(k->dialed_addr, cs->dialed_addr, 16);
 			k->dialed_port = cs->dialed_port;

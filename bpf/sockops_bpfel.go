@@ -48,7 +48,7 @@ type SockopsFpFlowKey struct {
 	PeerPort    uint16
 	Role        uint8
 	Family      uint8
-	Pad         [2]uint8
+	LocalPort   uint16
 }
 
 type SockopsFpFlowStats struct {
@@ -90,6 +90,7 @@ const (
 	SockopsMapConns             = "conns"
 	SockopsMapCounters          = "counters"
 	SockopsMapFlows             = "flows"
+	SockopsMapNatServices       = "nat_services"
 	SockopsMapRedirects         = "redirects"
 	SockopsMapStatsZero         = "stats_zero"
 	SockopsProgFlowplaceSockops = "flowplace_sockops"
@@ -144,11 +145,12 @@ type SockopsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SockopsMapSpecs struct {
-	Conns     *ebpf.MapSpec `ebpf:"conns"`
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	Flows     *ebpf.MapSpec `ebpf:"flows"`
-	Redirects *ebpf.MapSpec `ebpf:"redirects"`
-	StatsZero *ebpf.MapSpec `ebpf:"stats_zero"`
+	Conns       *ebpf.MapSpec `ebpf:"conns"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Flows       *ebpf.MapSpec `ebpf:"flows"`
+	NatServices *ebpf.MapSpec `ebpf:"nat_services"`
+	Redirects   *ebpf.MapSpec `ebpf:"redirects"`
+	StatsZero   *ebpf.MapSpec `ebpf:"stats_zero"`
 }
 
 // SockopsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -177,11 +179,12 @@ func (o *SockopsObjects) Close() error {
 //
 // It can be passed to LoadSockopsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SockopsMaps struct {
-	Conns     *ebpf.Map `ebpf:"conns"`
-	Counters  *ebpf.Map `ebpf:"counters"`
-	Flows     *ebpf.Map `ebpf:"flows"`
-	Redirects *ebpf.Map `ebpf:"redirects"`
-	StatsZero *ebpf.Map `ebpf:"stats_zero"`
+	Conns       *ebpf.Map `ebpf:"conns"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	Flows       *ebpf.Map `ebpf:"flows"`
+	NatServices *ebpf.Map `ebpf:"nat_services"`
+	Redirects   *ebpf.Map `ebpf:"redirects"`
+	StatsZero   *ebpf.Map `ebpf:"stats_zero"`
 }
 
 func (m *SockopsMaps) Close() error {
@@ -189,6 +192,7 @@ func (m *SockopsMaps) Close() error {
 		m.Conns,
 		m.Counters,
 		m.Flows,
+		m.NatServices,
 		m.Redirects,
 		m.StatsZero,
 	)

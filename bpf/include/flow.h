@@ -32,7 +32,9 @@ enum flow_role {
 
 /* Aggregation key. Addresses are IPv6 or IPv4-mapped IPv6, network order;
  * ports host order. A server-side key has peer_port 0: the client's
- * ephemeral port would make the key space unbounded. */
+ * ephemeral port would make the key space unbounded. Per-connection keys
+ * (local_port set) exist only for NAT'd service addresses; userspace removes
+ * them once the connection is accounted. */
 struct fp_flow_key {
 	__u64 cgroup_id;
 	__u64 netns_cookie;
@@ -43,7 +45,10 @@ struct fp_flow_key {
 	__u16 peer_port;
 	__u8 role;
 	__u8 family;
-	__u8 pad[2];
+	/* Client port, only for connections to a service address that is
+	 * translated outside the socket (kube-proxy DNAT): such a flow is one
+	 * connection, so userspace can find its real backend in conntrack. */
+	__u16 local_port;
 };
 
 /* Aggregate per key. Counters only grow during an entry's lifetime;
@@ -136,9 +141,20 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Service addresses (IPv4 address:port) that something outside the socket
+ * translates, e.g. kube-proxy ClusterIPs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct fp_redirect_key);
+	__type(value, __u8);
+} nat_services SEC(".maps");
+
 /* Socket-level service redirection: dialed IPv4 address:port -> backend. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 16384);
 	__type(key, struct fp_redirect_key);
 	__type(value, struct fp_redirect_target);

@@ -18,10 +18,14 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/otel/attribute"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/flowplace/flowplace/internal/agent"
 	"github.com/flowplace/flowplace/internal/attribution"
+	"github.com/flowplace/flowplace/internal/conntrack"
 	"github.com/flowplace/flowplace/internal/probe"
 	"github.com/flowplace/flowplace/telemetry"
 )
@@ -31,6 +35,10 @@ type options struct {
 	maxFlows      uint32
 	pollInterval  time.Duration
 	topologyFile  string
+	kubeconfig    string
+	clusterName   string
+	conntrackNS   string
+	noConntrack   bool
 	nodeName      string
 	listenAddress string
 	prometheus    bool
@@ -71,7 +79,11 @@ With --topology-file it runs standalone: addresses are attributed from the file
 	f.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory to observe (default: the cgroup v2 root)")
 	f.Uint32Var(&o.maxFlows, "max-flows", probe.DefaultMaxFlows, "size of the kernel flow table")
 	f.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "how often the kernel flow table is read")
-	f.StringVar(&o.topologyFile, "topology-file", "", "standalone mode: attribute addresses from this AgentTopology file")
+	f.StringVar(&o.topologyFile, "topology-file", "", "standalone mode: attribute addresses from this AgentTopology file instead of the Kubernetes API")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the member cluster (default: in-cluster config)")
+	f.StringVar(&o.clusterName, "cluster-name", os.Getenv("CLUSTER_NAME"), "this member's name in Karmada (k8s.cluster.name); optional, the kube-system UID identifies it")
+	f.StringVar(&o.conntrackNS, "conntrack-netns", "", "network namespace whose conntrack table holds the service translations (default: the agent's own)")
+	f.BoolVar(&o.noConntrack, "no-conntrack", false, "do not resolve translated service addresses through conntrack")
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (k8s.node.name); default $NODE_NAME or the hostname")
 	f.StringVar(&o.listenAddress, "listen-address", ":9464", "address serving /metrics, /healthz and /readyz")
 	f.BoolVar(&o.prometheus, "prometheus", true, "serve Prometheus metrics on /metrics")
@@ -98,8 +110,8 @@ func (o *options) validate() error {
 	if o.maxSeries < 1 {
 		return fmt.Errorf("--max-series %d: must be positive", o.maxSeries)
 	}
-	if o.topologyFile == "" {
-		return errors.New("--topology-file is required (Kubernetes mode needs --kubeconfig or in-cluster config, not available in this build)")
+	if o.topologyFile != "" && o.kubeconfig != "" {
+		return errors.New("--topology-file and --kubeconfig exclude each other")
 	}
 	if _, _, err := net.SplitHostPort(o.listenAddress); err != nil {
 		return fmt.Errorf("--listen-address %q: %w", o.listenAddress, err)
@@ -121,12 +133,12 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	log := klog.FromContext(ctx)
-	resolver, err := attribution.LoadTopologyFile(o.topologyFile)
-	if err != nil {
-		return err
-	}
 	if o.nodeName == "" {
 		o.nodeName, _ = os.Hostname()
+	}
+	resolver, err := newResolver(ctx, o)
+	if err != nil {
+		return err
 	}
 	self := resolver.Self()
 	res := []attribute.KeyValue{telemetry.AttrNodeName.String(o.nodeName), telemetry.AttrClusterName.String(self.Name)}
@@ -179,7 +191,16 @@ func run(ctx context.Context, o *options) error {
 	}()
 	log.Info("Probes attached", "cgroup", cg, "maxFlows", o.maxFlows, "cluster", self.Name, "node", o.nodeName)
 
-	ag, err := agent.New(agent.Config{Source: p, Resolver: resolver, Recorder: rec, Meter: provider.Meter(), PollInterval: o.pollInterval})
+	var nat agent.NATTable
+	if !o.noConntrack {
+		t, err := conntrack.Open(o.conntrackNS)
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		nat = t
+	}
+	ag, err := agent.New(agent.Config{Source: p, NAT: nat, Resolver: resolver, Recorder: rec, Meter: provider.Meter(), PollInterval: o.pollInterval})
 	if err != nil {
 		return err
 	}
@@ -206,4 +227,36 @@ func run(ctx context.Context, o *options) error {
 	err = ag.Run(ctx)
 	log.Info("Shutting down: detaching probes")
 	return err
+}
+
+// newResolver attributes from a topology file (standalone) or from informers
+// on the member cluster.
+func newResolver(ctx context.Context, o *options) (attribution.Resolver, error) {
+	if o.topologyFile != "" {
+		return attribution.LoadTopologyFile(o.topologyFile)
+	}
+	var (
+		cfg *rest.Config
+		err error
+	)
+	if o.kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config (give --kubeconfig or --topology-file outside a cluster): %w", err)
+	}
+	cfg.UserAgent = "flowplace-agent"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	r, err := attribution.NewKubernetes(sctx, client, o.clusterName, o.nodeName)
+	if err != nil {
+		return nil, fmt.Errorf("member cluster %s: %w", cfg.Host, err)
+	}
+	return r, nil
 }

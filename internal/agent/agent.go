@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,14 +20,25 @@ import (
 	"github.com/flowplace/flowplace/telemetry"
 )
 
-// Source is where flows come from: the loaded probes.
-type Source interface {
+// Datapath is the loaded probes, as the agent uses them.
+type Datapath interface {
 	Poll() (*probe.Snapshot, error)
+	DeleteFlow(probe.FlowKey) error
+	SetNATService(netip.AddrPort) error
+	DeleteNATService(netip.AddrPort) error
+}
+
+// NATTable finds the backend behind a translated service address.
+type NATTable interface {
+	Backend(client, service netip.AddrPort) (netip.AddrPort, error)
 }
 
 // Config configures an Agent.
 type Config struct {
-	Source   Source
+	Source   Datapath
+	// NAT resolves connections to translated service addresses; nil
+	// leaves them attributed to the service address alone.
+	NAT      NATTable
 	Resolver attribution.Resolver
 	Recorder *telemetry.Recorder
 	Meter    metric.Meter // for the agent's own metrics; may be nil
@@ -45,6 +57,9 @@ type Agent struct {
 	mu   sync.Mutex
 	keys map[probe.FlowKey]telemetry.SeriesKey // attribution cache
 	gen  uint64
+	nat  map[netip.AddrPort]bool // translated services programmed in the kernel
+
+	natUnresolved atomic.Uint64
 
 	polls    atomic.Uint64
 	lastPoll atomic.Pointer[probe.Snapshot]
@@ -65,7 +80,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.IdleAfter <= 0 {
 		cfg.IdleAfter = 10 * time.Minute
 	}
-	a := &Agent{cfg: cfg, acc: probe.NewAccumulator(), keys: map[probe.FlowKey]telemetry.SeriesKey{}}
+	a := &Agent{cfg: cfg, acc: probe.NewAccumulator(), keys: map[probe.FlowKey]telemetry.SeriesKey{}, nat: map[netip.AddrPort]bool{}}
 	if cfg.Meter != nil {
 		if err := a.selfMetrics(cfg.Meter); err != nil {
 			return nil, err
@@ -108,14 +123,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		if err := a.PollOnce(ctx); err != nil {
-			a.log.Error(err, "Poll failed")
+			a.logger().Error(err, "Poll failed")
 		}
 		select {
 		case <-ctx.Done():
 			// One last poll so that what moved since the previous one is
 			// recorded before shutdown flushes the exporters.
 			if err := a.PollOnce(context.WithoutCancel(ctx)); err != nil {
-				a.log.Error(err, "Final poll failed")
+				a.logger().Error(err, "Final poll failed")
 			}
 			return nil
 		case <-t.C:
@@ -131,16 +146,20 @@ func (a *Agent) PollOnce(ctx context.Context) error {
 	}
 	deltas := a.acc.Add(s)
 	a.mu.Lock()
-	if g := a.cfg.Resolver.Generation(); g != a.gen {
+	if g := a.cfg.Resolver.Generation(); g != a.gen || a.polls.Load() == 0 {
 		// Pods, services or endpoints changed: attribute afresh.
 		clear(a.keys)
 		a.gen = g
+		if err := a.syncNATServices(); err != nil {
+			a.logger().Error(err, "Programming translated services")
+		}
 	}
+	var finished []probe.FlowKey
 	for i := range deltas {
 		d := &deltas[i]
 		sk, ok := a.keys[d.Key]
 		if !ok {
-			sk = seriesKey(a.cfg.Resolver, d.Key)
+			sk = seriesKey(a.cfg.Resolver, a.translate(d.Key))
 			a.keys[d.Key] = sk
 		}
 		rtt := d.Delta.RTT
@@ -149,6 +168,20 @@ func (a *Agent) PollOnce(ctx context.Context) error {
 			BytesSent: d.Delta.BytesSent, BytesReceived: d.Delta.BytesReceived,
 			Retransmits: d.Delta.Retransmits, RTT: &rtt,
 		})
+		if d.Key.LocalPort != 0 {
+			if t, ok := a.acc.Total(d.Key); ok && t.Opened > 0 && t.Closed >= t.Opened {
+				finished = append(finished, d.Key)
+			}
+		}
+	}
+	// A per-connection flow is done once its close is accounted: free its
+	// kernel entry and everything kept for it.
+	for _, k := range finished {
+		if err := a.cfg.Source.DeleteFlow(k); err != nil {
+			a.logger().Error(err, "Removing finished connection flow")
+		}
+		a.acc.Drop(k)
+		delete(a.keys, k)
 	}
 	if n := a.polls.Add(1); n%64 == 0 {
 		cutoff := s.Time.Add(-a.cfg.IdleAfter)
@@ -159,6 +192,61 @@ func (a *Agent) PollOnce(ctx context.Context) error {
 	a.mu.Unlock()
 	a.lastPoll.Store(s)
 	return nil
+}
+
+// translate replaces a translated service address by the backend the
+// connection reached, per conntrack.
+func (a *Agent) translate(k probe.FlowKey) probe.FlowKey {
+	if k.LocalPort == 0 || a.cfg.NAT == nil {
+		return k
+	}
+	be, err := a.cfg.NAT.Backend(netip.AddrPortFrom(k.Local, k.LocalPort), k.Peer)
+	if err != nil {
+		a.natUnresolved.Add(1)
+		a.logger().V(4).Info("Backend of translated connection unknown", "flow", k, "err", err)
+		return k
+	}
+	k.Peer = be
+	return k
+}
+
+// syncNATServices makes the kernel's set of translated service addresses
+// match the resolver's.
+func (a *Agent) syncNATServices() error {
+	want := map[netip.AddrPort]bool{}
+	for _, ap := range a.cfg.Resolver.TranslatedServices() {
+		want[ap] = true
+	}
+	var errs []error
+	for ap := range want {
+		if !a.nat[ap] {
+			if err := a.cfg.Source.SetNATService(ap); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			a.nat[ap] = true
+		}
+	}
+	for ap := range a.nat {
+		if !want[ap] {
+			if err := a.cfg.Source.DeleteNATService(ap); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			delete(a.nat, ap)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NATUnresolved counts translated connections whose backend was not found.
+func (a *Agent) NATUnresolved() uint64 { return a.natUnresolved.Load() }
+
+func (a *Agent) logger() klog.Logger {
+	if a.log.GetSink() == nil {
+		return klog.Background().WithName("agent")
+	}
+	return a.log
 }
 
 // Ready reports whether at least one poll succeeded.

@@ -51,4 +51,8 @@ type Resolver interface {
 	// Generation changes whenever answers may have changed, so callers
 	// can cache answers until it does.
 	Generation() uint64
+	// TranslatedServices lists service addresses that are translated
+	// outside the socket (kube-proxy ClusterIPs): their real backends are
+	// found in conntrack.
+	TranslatedServices() []netip.AddrPort
 }

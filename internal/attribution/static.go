@@ -42,6 +42,10 @@ type TopologyService struct {
 	Namespace string   `json:"namespace"`
 	Name      string   `json:"name"`
 	Addresses []string `json:"addresses"` // ip:port clients dial (VIPs or endpoints)
+	// Translated says the addresses are virtual and translated by DNAT
+	// (kube-proxy style) on the way out; the agent then asks conntrack
+	// which backend each connection reached.
+	Translated bool `json:"translated,omitempty"`
 }
 
 type TopologyWorkload struct {
@@ -62,10 +66,11 @@ var workloadKinds = []string{"Deployment", "StatefulSet", "DaemonSet", "Job", "C
 
 // Static resolves from a validated topology file. It never changes.
 type Static struct {
-	self      Cluster
-	clusters  []prefixed[Cluster]
-	services  map[netip.AddrPort]Service
-	workloads []prefixed[Endpoint]
+	self       Cluster
+	clusters   []prefixed[Cluster]
+	services   map[netip.AddrPort]Service
+	translated []netip.AddrPort
+	workloads  []prefixed[Endpoint]
 }
 
 type prefixed[T any] struct {
@@ -156,6 +161,12 @@ func NewStatic(tf *TopologyFile) (*Static, error) {
 				fail(fmt.Sprintf("%s.addresses[%d]", f, j), "%s already belongs to service %s/%s", a, prev.Namespace, prev.Name)
 			}
 			s.services[ap] = ref
+			if sv.Translated {
+				if !ap.Addr().Is4() {
+					fail(fmt.Sprintf("%s.addresses[%d]", f, j), "translated addresses must be IPv4")
+				}
+				s.translated = append(s.translated, ap)
+			}
 		}
 	}
 	for i, w := range tf.Workloads {
@@ -229,8 +240,9 @@ func lookupPrefix[T any](list []prefixed[T], a netip.Addr) (T, bool) {
 	return zero, false
 }
 
-func (s *Static) Self() Cluster      { return s.self }
-func (s *Static) Generation() uint64 { return 1 }
+func (s *Static) Self() Cluster                        { return s.self }
+func (s *Static) TranslatedServices() []netip.AddrPort { return slices.Clone(s.translated) }
+func (s *Static) Generation() uint64                   { return 1 }
 
 func (s *Static) Local(addr netip.Addr, _ uint64) (Workload, bool) {
 	ep, ok := lookupPrefix(s.workloads, addr)

@@ -84,3 +84,16 @@ func (a *Accumulator) Forget(cutoff time.Time) int {
 	}
 	return n
 }
+
+// Drop forgets one flow, e.g. a finished per-connection flow that has been
+// reported.
+func (a *Accumulator) Drop(k FlowKey) { delete(a.flows, k) }
+
+// Total returns the accumulated totals of one flow.
+func (a *Accumulator) Total(k FlowKey) (FlowStats, bool) {
+	e, ok := a.flows[k]
+	if !ok {
+		return FlowStats{}, false
+	}
+	return e.total, true
+}

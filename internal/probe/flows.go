@@ -41,6 +41,10 @@ type FlowKey struct {
 	Dialed      netip.AddrPort
 	Peer        netip.AddrPort
 	Role        Role
+	// LocalPort is set only on per-connection flows to a NAT'd service
+	// address (see SetNATService); Peer is then the service address and the
+	// real backend is in conntrack.
+	LocalPort uint16
 }
 
 // FlowStats are cumulative counters of a flow.
@@ -207,6 +211,7 @@ func flowKey(k *bpf.SockopsFpFlowKey) FlowKey {
 		Dialed:      netip.AddrPortFrom(addrFrom16(k.DialedAddr), k.DialedPort),
 		Peer:        netip.AddrPortFrom(addrFrom16(k.PeerAddr), k.PeerPort),
 		Role:        Role(k.Role),
+		LocalPort:   k.LocalPort,
 	}
 }
 
@@ -220,6 +225,7 @@ func kernelKey(k FlowKey) bpf.SockopsFpFlowKey {
 		DialedPort:  k.Dialed.Port(),
 		PeerPort:    k.Peer.Port(),
 		Role:        uint8(k.Role),
+		LocalPort:   k.LocalPort,
 	}
 	if k.Local.Is4() {
 		kk.Family = afInet

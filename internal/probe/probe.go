@@ -80,6 +80,7 @@ func Load(opts Options) (_ *Probe, err error) {
 		bpf.SockopsMapConns:     p.sockops.Conns,
 		bpf.SockopsMapCounters:  p.sockops.Counters,
 		bpf.SockopsMapRedirects: p.sockops.Redirects,
+		bpf.SockopsMapNatServices: p.sockops.NatServices,
 	}
 	connectSpec, err := bpf.LoadConnect4()
 	if err != nil {

@@ -44,3 +44,26 @@ func be32(a netip.Addr) uint32 {
 }
 
 func htons(p uint16) uint16 { return p<<8 | p>>8 }
+
+// SetNATService marks a service address that is translated outside the
+// socket (a kube-proxy ClusterIP:port). Connections to it are kept one flow
+// per connection so their real backend can be looked up in conntrack.
+func (p *Probe) SetNATService(service netip.AddrPort) error {
+	if !service.Addr().Is4() {
+		return fmt.Errorf("NAT service %s: only IPv4 is supported", service)
+	}
+	k := redirectKey(service)
+	if err := p.sockops.NatServices.Update(&k, uint8(1), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("mark NAT service %s: %w", service, err)
+	}
+	return nil
+}
+
+// DeleteNATService unmarks a service address; absent ones are not an error.
+func (p *Probe) DeleteNATService(service netip.AddrPort) error {
+	k := redirectKey(service)
+	if err := p.sockops.NatServices.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unmark NAT service %s: %w", service, err)
+	}
+	return nil
+}
