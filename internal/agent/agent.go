@@ -35,7 +35,7 @@ type NATTable interface {
 
 // Config configures an Agent.
 type Config struct {
-	Source   Datapath
+	Source Datapath
 	// NAT resolves connections to translated service addresses; nil
 	// leaves them attributed to the service address alone.
 	NAT      NATTable

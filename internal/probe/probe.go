@@ -76,10 +76,10 @@ func Load(opts Options) (_ *Probe, err error) {
 		return nil, fmt.Errorf("load sock_ops program: %w", verifierDetail(err))
 	}
 	shared := map[string]*ebpf.Map{
-		bpf.SockopsMapFlows:     p.sockops.Flows,
-		bpf.SockopsMapConns:     p.sockops.Conns,
-		bpf.SockopsMapCounters:  p.sockops.Counters,
-		bpf.SockopsMapRedirects: p.sockops.Redirects,
+		bpf.SockopsMapFlows:       p.sockops.Flows,
+		bpf.SockopsMapConns:       p.sockops.Conns,
+		bpf.SockopsMapCounters:    p.sockops.Counters,
+		bpf.SockopsMapRedirects:   p.sockops.Redirects,
 		bpf.SockopsMapNatServices: p.sockops.NatServices,
 	}
 	connectSpec, err := bpf.LoadConnect4()
