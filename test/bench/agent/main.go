@@ -72,15 +72,10 @@ func run(rate, dests int, duration time.Duration, agentBin string) error {
 	}
 	printMachine()
 
-	// Destinations: one listener per service on its own loopback address,
-	// spread over four "clusters".
+	// Destinations: one service per loopback address, spread over four
+	// "clusters". Listeners open after the bench joins the probed cgroup,
+	// so both ends of every connection are observed.
 	var addrs []string
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
 	var topo strings.Builder
 	topo.WriteString("apiVersion: flowplace.io/v1alpha1\nkind: AgentTopology\ncluster: c0\nclusters:\n")
 	for c := range 4 {
@@ -90,15 +85,9 @@ func run(rate, dests int, duration time.Duration, agentBin string) error {
 	var wl strings.Builder
 	for i := range dests {
 		ip := fmt.Sprintf("127.1.%d.%d", i%4, 10+i/4)
-		ln, err := net.Listen("tcp4", ip+":0")
-		if err != nil {
-			return fmt.Errorf("listen: %w", err)
-		}
-		lns = append(lns, ln)
-		addrs = append(addrs, ln.Addr().String())
-		fmt.Fprintf(&topo, "- {namespace: bench, name: svc%d, addresses: [%q]}\n", i, ln.Addr().String())
+		addrs = append(addrs, ip+":8080")
+		fmt.Fprintf(&topo, "- {namespace: bench, name: svc%d, addresses: [\"%s:8080\"]}\n", i, ip)
 		fmt.Fprintf(&wl, "- {namespace: bench, name: svc%d, kind: Deployment, service: svc%d, addresses: [%s]}\n", i, i, ip)
-		go serve(ln)
 	}
 	fmt.Fprintf(&wl, "- {namespace: bench, name: loadgen, kind: Deployment, addresses: [127.0.0.1]}\n")
 	topo.WriteString("workloads:\n" + wl.String())
@@ -150,6 +139,14 @@ func run(rate, dests int, duration time.Duration, agentBin string) error {
 		return fmt.Errorf("enter bench cgroup: %w", err)
 	}
 	defer os.WriteFile(filepath.Join(orig, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp4", a)
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		defer ln.Close()
+		go serve(ln)
+	}
 
 	// Warm up, then measure.
 	if _, err := load(addrs, rate, 5*time.Second); err != nil {
