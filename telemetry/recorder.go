@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,11 +55,13 @@ type series struct {
 }
 
 func newSeries(kv []attribute.KeyValue) *series {
-	set := attribute.NewSet(kv...)
+	// attribute.NewSet sorts its argument in place: each set gets its own
+	// copy, or the sorting of one would reorder (and, through append's
+	// shared backing array, clobber) the attributes of the next.
 	return &series{
-		all: metric.WithAttributeSet(set),
-		tx:  metric.WithAttributeSet(attribute.NewSet(append(kv, directionTransmit)...)),
-		rx:  metric.WithAttributeSet(attribute.NewSet(append(kv, directionReceive)...)),
+		all: metric.WithAttributeSet(attribute.NewSet(slices.Clone(kv)...)),
+		tx:  metric.WithAttributeSet(attribute.NewSet(slices.Concat(kv, []attribute.KeyValue{directionTransmit})...)),
+		rx:  metric.WithAttributeSet(attribute.NewSet(slices.Concat(kv, []attribute.KeyValue{directionReceive})...)),
 	}
 }
 

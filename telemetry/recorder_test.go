@@ -153,3 +153,20 @@ func BenchmarkRecordExisting(b *testing.B) {
 		r.Record(ctx, frontendToCart, d)
 	}
 }
+
+// Every attribute of a series reaches both directions of the bytes counter
+// (attribute.NewSet sorts in place; sharing a backing array lost the
+// attribute that sorts last).
+func TestRecorderDirectionsKeepAllAttributes(t *testing.T) {
+	r, reader := newTestRecorder(t, 0)
+	r.Record(context.Background(), frontendToCart, Delta{BytesSent: 1, BytesReceived: 2})
+	want := len(frontendToCart.attributes()) + 1
+	for _, dp := range collect(t, reader)[MetricBytes].Data.(metricdata.Sum[int64]).DataPoints {
+		if dp.Attributes.Len() != want {
+			t.Errorf("series %v has %d attributes, want %d", dp.Attributes.Encoded(attribute.DefaultEncoder()), dp.Attributes.Len(), want)
+		}
+		if _, ok := dp.Attributes.Value(AttrServerPort); !ok {
+			t.Errorf("series lost %s: %v", AttrServerPort, dp.Attributes.Encoded(attribute.DefaultEncoder()))
+		}
+	}
+}

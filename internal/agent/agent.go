@@ -161,6 +161,7 @@ func (a *Agent) PollOnce(ctx context.Context) error {
 		if !ok {
 			sk = seriesKey(a.cfg.Resolver, a.translate(d.Key))
 			a.keys[d.Key] = sk
+			a.logger().V(5).Info("Attributed flow", "flow", d.Key, "series", sk)
 		}
 		rtt := d.Delta.RTT
 		a.cfg.Recorder.Record(ctx, sk, telemetry.Delta{
