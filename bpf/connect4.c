@@ -13,27 +13,23 @@ int flowplace_connect4(struct bpf_sock_addr *ctx)
 {
 	if (ctx->type != SOCK_STREAM)
 		return 1;
-	struct bpf_sock *sk = ctx->sk;
-	if (!sk)
-		return 1;
-	struct fp_conn_state *cs = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!cs) {
-		count(CNT_STORAGE_FAILED);
-		return 1;
-	}
 	__be32 addr = ctx->user_ip4;
 	__be16 port = (__be16)ctx->user_port;
-	v4_mapped(cs->dialed_addr, addr);
-	cs->dialed_port = bpf_ntohs(port);
-	cs->dialed = 1;
+	struct fp_conn_state cs = {};
+	v4_mapped(cs.dialed_addr, addr);
+	cs.dialed_port = bpf_ntohs(port);
+	cs.dialed = 1;
 
 	struct fp_redirect_key rk = { .addr = addr, .port = port };
 	struct fp_redirect_target *t = bpf_map_lookup_elem(&redirects, &rk);
 	if (t) {
 		ctx->user_ip4 = t->addr;
 		ctx->user_port = t->port;
-		cs->redirected = 1;
+		cs.redirected = 1;
 		count(CNT_REDIRECTED);
 	}
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	if (bpf_map_update_elem(&conns, &cookie, &cs, BPF_ANY))
+		count(CNT_STORAGE_FAILED);
 	return 1; /* never refuse a connect */
 }

@@ -10,10 +10,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 SEC("cgroup/getpeername4")
 int flowplace_getpeername4(struct bpf_sock_addr *ctx)
 {
-	struct bpf_sock *sk = ctx->sk;
-	if (!sk)
-		return 1;
-	struct fp_conn_state *cs = bpf_sk_storage_get(&conns, sk, 0, 0);
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct fp_conn_state *cs = bpf_map_lookup_elem(&conns, &cookie);
 	if (!cs || !cs->redirected)
 		return 1;
 	__be32 addr;

@@ -114,13 +114,18 @@ static __always_inline void fill_key(struct bpf_sock_ops *skops, struct fp_conn_
 
 static __always_inline void on_established(struct bpf_sock_ops *skops, __u8 role)
 {
-	struct bpf_sock *sk = skops->sk;
-	if (!sk)
-		return;
-	struct fp_conn_state *cs = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct fp_conn_state *cs = bpf_map_lookup_elem(&conns, &cookie);
 	if (!cs) {
-		count(CNT_STORAGE_FAILED);
-		return;
+		/* Accepted sockets (and connects made before connect4 was
+		 * attached) have no state yet. */
+		struct fp_conn_state fresh = {};
+		bpf_map_update_elem(&conns, &cookie, &fresh, BPF_NOEXIST);
+		cs = bpf_map_lookup_elem(&conns, &cookie);
+		if (!cs) {
+			count(CNT_STORAGE_FAILED);
+			return;
+		}
 	}
 	if (cs->tracking)
 		return;
@@ -240,10 +245,8 @@ static __always_inline void fold(struct bpf_sock_ops *skops, struct fp_conn_stat
 
 static __always_inline void on_rtt(struct bpf_sock_ops *skops)
 {
-	struct bpf_sock *sk = skops->sk;
-	if (!sk)
-		return;
-	struct fp_conn_state *cs = bpf_sk_storage_get(&conns, sk, 0, 0);
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct fp_conn_state *cs = bpf_map_lookup_elem(&conns, &cookie);
 	if (!cs || !cs->tracking)
 		return;
 	/* srtt_us in the context still holds the previous value here; args[1]
@@ -275,19 +278,20 @@ static __always_inline void on_rtt(struct bpf_sock_ops *skops)
 
 static __always_inline void on_close(struct bpf_sock_ops *skops)
 {
-	struct bpf_sock *sk = skops->sk;
-	if (!sk)
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct fp_conn_state *cs = bpf_map_lookup_elem(&conns, &cookie);
+	if (!cs)
 		return;
-	struct fp_conn_state *cs = bpf_sk_storage_get(&conns, sk, 0, 0);
-	if (!cs || !cs->tracking)
-		return;
-	cs->tracking = 0;
-	struct fp_flow_stats *st = flow_get(&cs->key);
-	if (!st)
-		return;
-	fold(skops, cs, st);
-	__sync_fetch_and_add(&st->duration_ns, bpf_ktime_get_ns() - cs->start_ns);
-	__sync_fetch_and_add(&st->closed, 1);
+	if (cs->tracking) {
+		cs->tracking = 0;
+		struct fp_flow_stats *st = flow_get(&cs->key);
+		if (st) {
+			fold(skops, cs, st);
+			__sync_fetch_and_add(&st->duration_ns, bpf_ktime_get_ns() - cs->start_ns);
+			__sync_fetch_and_add(&st->closed, 1);
+		}
+	}
+	bpf_map_delete_elem(&conns, &cookie);
 }
 
 SEC("sockops")

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/flowplace/flowplace/bpf"
 )
 
@@ -20,7 +22,7 @@ type ConnInfo struct {
 }
 
 // Conn returns the datapath's state of a socket this process holds (a
-// *net.TCPConn, say). It reads the socket's local storage with the fd.
+// *net.TCPConn, say), found by the socket's cookie.
 func (p *Probe) Conn(c syscall.Conn) (ConnInfo, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
@@ -31,7 +33,12 @@ func (p *Probe) Conn(c syscall.Conn) (ConnInfo, error) {
 		lookup error
 	)
 	if err := raw.Control(func(fd uintptr) {
-		lookup = p.sockops.Conns.Lookup(int32(fd), &st)
+		var cookie uint64
+		if cookie, lookup = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE); lookup != nil {
+			lookup = fmt.Errorf("socket cookie: %w", lookup)
+			return
+		}
+		lookup = p.sockops.Conns.Lookup(cookie, &st)
 	}); err != nil {
 		return ConnInfo{}, fmt.Errorf("socket of connection: %w", err)
 	}

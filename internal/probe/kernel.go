@@ -52,7 +52,6 @@ func CheckKernel() error {
 		name string
 	}{
 		{ebpf.LRUHash, "lru_hash"},
-		{ebpf.SkStorage, "sk_storage"},
 		{ebpf.PerCPUArray, "percpu_array"},
 	}
 	for _, m := range maps {
@@ -64,10 +63,10 @@ func CheckKernel() error {
 		t  ebpf.ProgramType
 		fn asm.BuiltinFunc
 	}{
-		{ebpf.SockOps, asm.FnSkStorageGet},
+		{ebpf.SockOps, asm.FnGetSocketCookie},
 		{ebpf.SockOps, asm.FnGetNetnsCookie},
 		{ebpf.SockOps, asm.FnSkcToTcpSock},
-		{ebpf.CGroupSockAddr, asm.FnSkStorageGet},
+		{ebpf.CGroupSockAddr, asm.FnGetSocketCookie},
 	}
 	for _, h := range helpers {
 		if err := features.HaveProgramHelper(h.t, h.fn); err != nil {

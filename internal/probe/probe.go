@@ -24,7 +24,13 @@ type Options struct {
 	Cgroup string
 	// MaxFlows is the size of the LRU flow table; 0 means DefaultMaxFlows.
 	MaxFlows uint32
+	// MaxConns bounds the connections tracked at once (per-socket state,
+	// ~200 B each, preallocated); 0 means DefaultMaxConns.
+	MaxConns uint32
 }
+
+// DefaultMaxConns covers a busy node's concurrent connections (~6.5 MiB).
+const DefaultMaxConns = 32768
 
 // Probe is a loaded and attached set of programs. Close releases all of it.
 type Probe struct {
@@ -49,6 +55,12 @@ func Load(opts Options) (_ *Probe, err error) {
 	if opts.MaxFlows < 16 || opts.MaxFlows > 1<<20 {
 		return nil, fmt.Errorf("probe: max flows %d out of range [16, 1048576]", opts.MaxFlows)
 	}
+	if opts.MaxConns == 0 {
+		opts.MaxConns = DefaultMaxConns
+	}
+	if opts.MaxConns < 64 || opts.MaxConns > 1<<22 {
+		return nil, fmt.Errorf("probe: max connections %d out of range [64, 4194304]", opts.MaxConns)
+	}
 	if err := CheckKernel(); err != nil {
 		return nil, err
 	}
@@ -72,6 +84,7 @@ func Load(opts Options) (_ *Probe, err error) {
 		return nil, fmt.Errorf("parse sock_ops object: %w", err)
 	}
 	sockopsSpec.Maps[bpf.SockopsMapFlows].MaxEntries = opts.MaxFlows
+	sockopsSpec.Maps[bpf.SockopsMapConns].MaxEntries = opts.MaxConns
 	if err := sockopsSpec.LoadAndAssign(&p.sockops, nil); err != nil {
 		return nil, fmt.Errorf("load sock_ops program: %w", verifierDetail(err))
 	}
@@ -87,6 +100,7 @@ func Load(opts Options) (_ *Probe, err error) {
 		return nil, fmt.Errorf("parse connect4 object: %w", err)
 	}
 	connectSpec.Maps[bpf.SockopsMapFlows].MaxEntries = opts.MaxFlows
+	connectSpec.Maps[bpf.SockopsMapConns].MaxEntries = opts.MaxConns
 	if err := connectSpec.LoadAndAssign(&p.connect4, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
 		return nil, fmt.Errorf("load connect4 program: %w", verifierDetail(err))
 	}
@@ -95,6 +109,7 @@ func Load(opts Options) (_ *Probe, err error) {
 		return nil, fmt.Errorf("parse getpeername4 object: %w", err)
 	}
 	peerSpec.Maps[bpf.SockopsMapFlows].MaxEntries = opts.MaxFlows
+	peerSpec.Maps[bpf.SockopsMapConns].MaxEntries = opts.MaxConns
 	if err := peerSpec.LoadAndAssign(&p.peername, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
 		return nil, fmt.Errorf("load getpeername4 program: %w", verifierDetail(err))
 	}
