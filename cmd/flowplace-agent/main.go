@@ -38,6 +38,7 @@ type options struct {
 	kubeconfig    string
 	clusterName   string
 	conntrackNS   string
+	syncTimeout   time.Duration
 	noConntrack   bool
 	nodeName      string
 	listenAddress string
@@ -84,6 +85,7 @@ With --topology-file it runs standalone: addresses are attributed from the file
 	f.StringVar(&o.clusterName, "cluster-name", os.Getenv("CLUSTER_NAME"), "this member's name in Karmada (k8s.cluster.name); optional, the kube-system UID identifies it")
 	f.StringVar(&o.conntrackNS, "conntrack-netns", "", "network namespace whose conntrack table holds the service translations (default: the agent's own)")
 	f.BoolVar(&o.noConntrack, "no-conntrack", false, "do not resolve translated service addresses through conntrack")
+	f.DurationVar(&o.syncTimeout, "sync-timeout", time.Minute, "how long to wait for the member cluster's pods, services and endpoint slices to load")
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (k8s.node.name); default $NODE_NAME or the hostname")
 	f.StringVar(&o.listenAddress, "listen-address", ":9464", "address serving /metrics, /healthz and /readyz")
 	f.BoolVar(&o.prometheus, "prometheus", true, "serve Prometheus metrics on /metrics")
@@ -252,7 +254,7 @@ func newResolver(ctx context.Context, o *options) (attribution.Resolver, error) 
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	sctx, cancel := context.WithTimeout(ctx, o.syncTimeout)
 	defer cancel()
 	r, err := attribution.NewKubernetes(sctx, client, o.clusterName, o.nodeName)
 	if err != nil {

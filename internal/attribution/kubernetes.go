@@ -51,6 +51,24 @@ func NewKubernetes(ctx context.Context, client kubernetes.Interface, clusterName
 	if err != nil {
 		return nil, fmt.Errorf("read cluster identity (kube-system namespace UID): %w", err)
 	}
+	// Fail fast, naming the permission, rather than wait for informers
+	// that can never sync.
+	limit := metav1.ListOptions{Limit: 1}
+	for _, check := range []struct {
+		what string
+		list func() error
+	}{
+		{"pods", func() error { _, err := client.CoreV1().Pods("").List(ctx, limit); return err }},
+		{"services", func() error { _, err := client.CoreV1().Services("").List(ctx, limit); return err }},
+		{"endpointslices.discovery.k8s.io", func() error {
+			_, err := client.DiscoveryV1().EndpointSlices("").List(ctx, limit)
+			return err
+		}},
+	} {
+		if err := check.list(); err != nil {
+			return nil, fmt.Errorf("list %s in all namespaces (the agent needs get, list and watch on them): %w", check.what, err)
+		}
+	}
 	k := &Kubernetes{
 		self:      Cluster{UID: string(ns.UID), Name: clusterName},
 		nodeName:  nodeName,
