@@ -180,9 +180,7 @@ func buildView(totals map[probe.FlowKey]probe.FlowStats, c probe.Counters, elaps
 			rows[id] = a
 		}
 		a.peers[k.Peer] = true
-		merged := a.st
-		mergeStats(&merged, &st)
-		a.st = merged
+		a.st.Add(&st)
 	}
 	v := view{Time: time.Now().UTC(), Elapsed: elapsed.Seconds(), Datapath: c}
 	for _, a := range rows {
@@ -223,18 +221,6 @@ func buildView(totals map[probe.FlowKey]probe.FlowStats, c probe.Counters, elaps
 		v.Destinations = []destination{}
 	}
 	return v
-}
-
-func mergeStats(dst, src *probe.FlowStats) {
-	dst.Opened += src.Opened
-	dst.Closed += src.Closed
-	dst.BytesSent += src.BytesSent
-	dst.BytesReceived += src.BytesReceived
-	dst.SegsOut += src.SegsOut
-	dst.SegsIn += src.SegsIn
-	dst.Retransmits += src.Retransmits
-	dst.Duration += src.Duration
-	dst.RTT.Merge(&src.RTT)
 }
 
 func round1(v float64) float64 {

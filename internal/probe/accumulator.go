@@ -48,11 +48,11 @@ func (a *Accumulator) Add(s *Snapshot) []FlowDelta {
 		case e.incarnation != f.Incarnation:
 			// Evicted and re-created: the kernel restarted from zero.
 			d = f.Stats
-			e.total.add(&d)
+			e.total.Add(&d)
 			e.incarnation, e.last = f.Incarnation, f.Stats
 		default:
 			d = f.Stats.sub(&e.last)
-			e.total.add(&d)
+			e.total.Add(&d)
 			e.last = f.Stats
 		}
 		if !d.isZero() {

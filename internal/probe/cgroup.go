@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -72,6 +74,37 @@ func IsCgroup2Dir(path string) error {
 	}
 	if st.Type != unix.CGROUP2_SUPER_MAGIC {
 		return fmt.Errorf("%w: %s is not on a cgroup2 filesystem", ErrNoCgroup2, path)
+	}
+	return nil
+}
+
+// ProcessCgroup returns the cgroup v2 directory (under the mount root) that
+// process pid belongs to; 0 means this process.
+func ProcessCgroup(root string, pid int) (string, error) {
+	path := "/proc/self/cgroup"
+	if pid != 0 {
+		path = fmt.Sprintf("/proc/%d/cgroup", pid)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read cgroup of process: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			return filepath.Join(root, rest), nil
+		}
+	}
+	return root, nil
+}
+
+// JoinCgroup moves process pid (0: this one) with all its threads into the
+// cgroup v2 directory dir. Sockets it creates afterwards belong to dir.
+func JoinCgroup(dir string, pid int) error {
+	if pid == 0 {
+		pid = os.Getpid()
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		return fmt.Errorf("move process %d into cgroup %s: %w", pid, dir, err)
 	}
 	return nil
 }

@@ -68,7 +68,8 @@ func (s *FlowStats) Active() uint64 {
 	return s.Opened - s.Closed
 }
 
-func (s *FlowStats) add(o *FlowStats) {
+// Add adds o's counters and samples to s.
+func (s *FlowStats) Add(o *FlowStats) {
 	s.Opened += o.Opened
 	s.Closed += o.Closed
 	s.BytesSent += o.BytesSent

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,7 +38,7 @@ func Cgroup(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("cgroup v2: %v", err)
 	}
-	orig, err := currentCgroup(root)
+	orig, err := probe.ProcessCgroup(root, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +47,7 @@ func Cgroup(t testing.TB) string {
 		t.Fatalf("create test cgroup: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := moveSelf(orig); err != nil {
+		if err := probe.JoinCgroup(orig, 0); err != nil {
 			t.Errorf("move test process back to %s: %v", orig, err)
 		}
 		// rmdir fails while the kernel still releases the cgroup's sockets.
@@ -62,7 +60,7 @@ func Cgroup(t testing.TB) string {
 		}
 		t.Errorf("remove test cgroup %s: %v", dir, err)
 	})
-	if err := moveSelf(dir); err != nil {
+	if err := probe.JoinCgroup(dir, 0); err != nil {
 		t.Fatalf("enter test cgroup: %v", err)
 	}
 	return dir
@@ -85,23 +83,4 @@ func Attach(t testing.TB, opts probe.Options) *probe.Probe {
 		}
 	})
 	return p
-}
-
-func moveSelf(dir string) error {
-	return os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644)
-}
-
-// currentCgroup returns the directory of this process's cgroup v2 under the
-// mount root.
-func currentCgroup(root string) (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return "", fmt.Errorf("read own cgroup: %w", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if len(line) > 3 && line[:3] == "0::" {
-			return filepath.Join(root, line[3:]), nil
-		}
-	}
-	return root, nil
 }

@@ -134,11 +134,14 @@ func run(rate, dests int, duration time.Duration, agentBin string) error {
 	if err := waitReady("http://" + metricsAddr + "/readyz"); err != nil {
 		return err
 	}
-	orig := currentCgroup(root)
-	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		return fmt.Errorf("enter bench cgroup: %w", err)
+	orig, err := probe.ProcessCgroup(root, 0)
+	if err != nil {
+		return err
 	}
-	defer os.WriteFile(filepath.Join(orig, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+	if err := probe.JoinCgroup(cg, 0); err != nil {
+		return err
+	}
+	defer probe.JoinCgroup(orig, 0)
 	for _, a := range addrs {
 		ln, err := net.Listen("tcp4", a)
 		if err != nil {
@@ -346,19 +349,6 @@ func freeAddr() string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-func currentCgroup(root string) string {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return root
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "0::") {
-			return filepath.Join(root, strings.TrimPrefix(l, "0::"))
-		}
-	}
-	return root
 }
 
 func printMachine() {

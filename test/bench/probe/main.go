@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -274,22 +273,15 @@ func enterCgroup(root string) (string, func(), error) {
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", nil, fmt.Errorf("create bench cgroup: %w", err)
 	}
-	orig := root
-	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "0::") {
-				orig = filepath.Join(root, strings.TrimPrefix(l, "0::"))
-			}
-		}
+	orig, err := probe.ProcessCgroup(root, 0)
+	if err != nil {
+		return "", nil, err
 	}
-	move := func(d string) error {
-		return os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644)
-	}
-	if err := move(dir); err != nil {
-		return "", nil, fmt.Errorf("enter bench cgroup: %w", err)
+	if err := probe.JoinCgroup(dir, 0); err != nil {
+		return "", nil, err
 	}
 	return dir, func() {
-		move(orig)
+		probe.JoinCgroup(orig, 0)
 		for range 50 {
 			if os.Remove(dir) == nil {
 				return
