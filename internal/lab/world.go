@@ -1,0 +1,385 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/flowplace/flowplace/internal/lab/demo"
+	"github.com/flowplace/flowplace/internal/probe"
+	"github.com/flowplace/flowplace/test/topology"
+)
+
+// ServicePort is the port every demo service listens on.
+const ServicePort = 8080
+
+// Options configure a World.
+type Options struct {
+	Profile *Profile
+	App     *demo.App
+	// Executable runs "lab-service" for each demo service (default: this
+	// binary).
+	Executable string
+	// Progress receives one line per step; nil discards.
+	Progress io.Writer
+}
+
+// World is the running lab: clusters as network namespaces behind the WAN
+// hub, each with its own cgroup (what a node's agent observes), and the demo
+// services as real processes placed in them.
+type World struct {
+	opts    Options
+	topo    *topology.Topology
+	cgRoot  string
+	cgroups map[string]string // cluster -> cgroup v2 dir
+
+	mu        sync.Mutex
+	placement map[string]string         // service -> cluster
+	addrs     map[string]netip.AddrPort // service -> where it listens
+	procs     map[string]*exec.Cmd
+}
+
+// NewWorld builds the clusters. On error it leaves nothing behind.
+func NewWorld(ctx context.Context, opts Options) (_ *World, err error) {
+	if opts.Profile == nil || opts.App == nil {
+		return nil, errors.New("lab: profile and app are required")
+	}
+	if err := opts.Profile.Validate(); err != nil {
+		return nil, err
+	}
+	if err := opts.App.Validate(); err != nil {
+		return nil, fmt.Errorf("demo app: %w", err)
+	}
+	if opts.Executable == "" {
+		if opts.Executable, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("lab: own executable: %w", err)
+		}
+	}
+	w := &World{opts: opts, cgroups: map[string]string{}, placement: map[string]string{},
+		addrs: map[string]netip.AddrPort{}, procs: map[string]*exec.Cmd{}}
+	defer func() {
+		if err != nil {
+			w.Close()
+		}
+	}()
+	rtt := map[topology.Pair]time.Duration{}
+	names := opts.Profile.ClusterNames()
+	for i, a := range names {
+		for _, b := range names[i+1:] {
+			rtt[topology.Pair{A: a, B: b}] = opts.Profile.Injected(a, b)
+		}
+	}
+	w.progress("creating %d clusters behind the WAN hub", len(names))
+	// Immediate ACKs: with delayed ACKs a request/response RTT sample also
+	// holds how long the peer took to answer, which here includes its own
+	// downstream calls.
+	if w.topo, err = topology.New(ctx, topology.Config{Clusters: names, ExtraRTT: rtt, QuickACK: true}); err != nil {
+		return nil, fmt.Errorf("lab: clusters: %w", err)
+	}
+	root, err := probe.Cgroup2(probe.DefaultCgroup2Mount)
+	if err != nil {
+		return nil, err
+	}
+	w.cgRoot = filepath.Join(root, "flowplace-lab-"+w.topo.Prefix())
+	if err := os.MkdirAll(w.cgRoot, 0o755); err != nil {
+		return nil, fmt.Errorf("lab: cgroup: %w", err)
+	}
+	for _, n := range names {
+		dir := filepath.Join(w.cgRoot, n)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("lab: cgroup for %s: %w", n, err)
+		}
+		w.cgroups[n] = dir
+	}
+	return w, nil
+}
+
+func (w *World) progress(format string, args ...any) {
+	if w.opts.Progress != nil {
+		fmt.Fprintf(w.opts.Progress, "lab: "+format+"\n", args...)
+	}
+}
+
+// Topology is the clusters' network.
+func (w *World) Topology() *topology.Topology { return w.topo }
+
+// Cgroup returns the cgroup a cluster's processes run in.
+func (w *World) Cgroup(cluster string) string { return w.cgroups[cluster] }
+
+// Placement returns where each service runs now.
+func (w *World) Placement() map[string]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]string, len(w.placement))
+	for k, v := range w.placement {
+		out[k] = v
+	}
+	return out
+}
+
+// Addrs returns where each service listens now.
+func (w *World) Addrs() map[string]netip.AddrPort {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]netip.AddrPort, len(w.addrs))
+	for k, v := range w.addrs {
+		out[k] = v
+	}
+	return out
+}
+
+// Place (re)starts every demo service in the cluster placement names, like
+// a rollout after rescheduling: services that move get an address in their
+// new cluster, and callers are restarted with their callees' addresses.
+func (w *World) Place(ctx context.Context, placement map[string]string) error {
+	for _, s := range w.opts.App.Services {
+		c, ok := placement[s.Name]
+		if !ok {
+			return fmt.Errorf("lab: no cluster for service %s", s.Name)
+		}
+		if _, ok := w.topo.Cluster(c); !ok {
+			return fmt.Errorf("lab: service %s placed in unknown cluster %s", s.Name, c)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopLocked()
+	for _, s := range w.opts.App.Services {
+		c := placement[s.Name]
+		if _, ok := w.addrs[s.Name]; !ok || w.placement[s.Name] != c {
+			cl, _ := w.topo.Cluster(c)
+			ip, err := cl.AllocAddr()
+			if err != nil {
+				return fmt.Errorf("lab: address for %s in %s: %w", s.Name, c, err)
+			}
+			w.addrs[s.Name] = netip.AddrPortFrom(ip, ServicePort)
+		}
+		w.placement[s.Name] = c
+	}
+	for _, s := range w.opts.App.Services {
+		if err := w.startLocked(ctx, s.Name); err != nil {
+			return err
+		}
+	}
+	for _, s := range w.opts.App.Services {
+		if err := w.waitListening(ctx, s.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *World) startLocked(ctx context.Context, name string) error {
+	cl, _ := w.topo.Cluster(w.placement[name])
+	args := []string{"lab-service", "--name", name, "--listen", w.addrs[name].String()}
+	peers := []string{}
+	for svc, a := range w.addrs {
+		peers = append(peers, svc+"="+a.String())
+	}
+	sort.Strings(peers)
+	for _, p := range peers {
+		args = append(args, "--peer", p)
+	}
+	cg, err := os.Open(w.cgroups[cl.Name])
+	if err != nil {
+		return fmt.Errorf("lab: open cgroup of %s: %w", cl.Name, err)
+	}
+	defer cg.Close()
+	// Not tied to ctx: services live until Place or Close stops them.
+	cmd := cl.Command(context.WithoutCancel(ctx), w.opts.Executable, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Born in the cluster's cgroup, so that its sockets are the
+		// cluster's from the first one.
+		UseCgroupFD: true, CgroupFD: int(cg.Fd()),
+		Setpgid: true, Pdeathsig: syscall.SIGKILL,
+	}
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("lab: start %s in %s: %w", name, cl.Name, err)
+	}
+	w.procs[name] = cmd
+	return nil
+}
+
+func (w *World) waitListening(ctx context.Context, name string) error {
+	cl, _ := w.topo.Cluster(w.placement[name])
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := cl.Dial(ctx, "tcp4", w.addrs[name].String())
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: service %s did not start listening on %s in %s: %w", name, w.addrs[name], cl.Name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (w *World) stopLocked() {
+	for name, cmd := range w.procs {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		delete(w.procs, name)
+	}
+}
+
+// Close stops every process and removes the clusters and cgroups.
+func (w *World) Close() error {
+	w.mu.Lock()
+	w.stopLocked()
+	w.mu.Unlock()
+	var errs []error
+	if w.topo != nil {
+		if err := w.topo.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if w.cgRoot != "" {
+		for _, dir := range w.cgroups {
+			removeCgroup(dir, &errs)
+		}
+		removeCgroup(w.cgRoot, &errs)
+	}
+	return errors.Join(errs...)
+}
+
+func removeCgroup(dir string, errs *[]error) {
+	// The kernel releases a cgroup once its last socket is gone.
+	var err error
+	for range 100 {
+		if err = os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	*errs = append(*errs, fmt.Errorf("remove cgroup %s: %w", dir, err))
+}
+
+// LoadResult is what clients measured: request latency per client cluster.
+type LoadResult struct {
+	Requests  map[string]int             // per client cluster
+	Errors    map[string]int             // per client cluster
+	Latencies map[string][]time.Duration // per client cluster, sorted
+}
+
+// Mean returns the mean latency over all clusters' requests.
+func (r *LoadResult) Mean() time.Duration {
+	var sum time.Duration
+	n := 0
+	for _, l := range r.Latencies {
+		for _, d := range l {
+			sum += d
+		}
+		n += len(l)
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / time.Duration(n)
+}
+
+// Quantile returns the q-quantile over all clusters' requests.
+func (r *LoadResult) Quantile(q float64) time.Duration {
+	var all []time.Duration
+	for _, l := range r.Latencies {
+		all = append(all, l...)
+	}
+	if len(all) == 0 {
+		return 0
+	}
+	slices.Sort(all)
+	return all[min(len(all)-1, int(q*float64(len(all))))]
+}
+
+// Load sends requests to the entry service from clients in every cluster,
+// weights[cluster] requests per second each, for d.
+func (w *World) Load(ctx context.Context, d time.Duration, weights map[string]float64) (*LoadResult, error) {
+	entry := w.Addrs()[w.opts.App.Entry]
+	res := &LoadResult{Requests: map[string]int{}, Errors: map[string]int{}, Latencies: map[string][]time.Duration{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, cl := range w.topo.Clusters() {
+		rate := weights[cl.Name]
+		if rate <= 0 {
+			continue
+		}
+		cl := cl
+		client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+			MaxIdleConnsPerHost: 16,
+			// Client sockets open inside the client's cluster.
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) { return cl.Dial(ctx, network, addr) },
+		}}
+		interval := time.Duration(float64(time.Second) / rate)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer client.CloseIdleConnections()
+			var inflight sync.WaitGroup
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			stop := time.After(d)
+			for {
+				select {
+				case <-ctx.Done():
+					inflight.Wait()
+					return
+				case <-stop:
+					inflight.Wait()
+					return
+				case <-t.C:
+				}
+				inflight.Add(1)
+				go func() {
+					defer inflight.Done()
+					start := time.Now()
+					err := demo.Request(ctx, client, entry.String(), 100, 0)
+					lat := time.Since(start)
+					mu.Lock()
+					defer mu.Unlock()
+					res.Requests[cl.Name]++
+					if err != nil {
+						res.Errors[cl.Name]++
+						return
+					}
+					res.Latencies[cl.Name] = append(res.Latencies[cl.Name], lat)
+				}()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, l := range res.Latencies {
+		slices.Sort(l)
+	}
+	var failed []string
+	for c, n := range res.Errors {
+		if n > 0 {
+			failed = append(failed, fmt.Sprintf("%s: %d of %d", c, n, res.Requests[c]))
+		}
+	}
+	if len(failed) > 0 {
+		return res, fmt.Errorf("lab: requests failed (%s)", strings.Join(failed, ", "))
+	}
+	return res, nil
+}

@@ -1,0 +1,91 @@
+package lab
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/flowplace/flowplace/internal/lab/demo"
+	"github.com/flowplace/flowplace/internal/probe/probetest"
+	"github.com/flowplace/flowplace/test/topology"
+)
+
+func buildCLI(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "flowplace")
+	cmd := exec.Command("go", "build", "-o", out, "github.com/flowplace/flowplace/cmd/flowplace")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build flowplace: %v\n%s", err, b)
+	}
+	return out
+}
+
+// The demo app runs as real processes in the clusters, and clients far from
+// the entry service see the WAN's RTT in their request latency.
+func TestWorldPlacesAndLoads(t *testing.T) {
+	probetest.RequireKernel(t)
+	topology.Require(t)
+	prof, err := DefaultProfile(3, 0.1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	w, err := NewWorld(ctx, Options{Profile: prof, App: demo.Shop(), Executable: buildCLI(t), Progress: os.Stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	all := map[string]string{}
+	for _, s := range demo.Shop().Services {
+		all[s.Name] = "us-east-1"
+	}
+	if err := w.Place(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	res, err := w.Load(ctx, 2*time.Second, map[string]float64{"us-east-1": 10, "eu-west-1": 10, "ap-northeast-1": 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	near, far := res.Latencies["us-east-1"], res.Latencies["ap-northeast-1"]
+	if len(near) < 10 || len(far) < 10 {
+		t.Fatalf("too few requests: %v", res.Requests)
+	}
+	wan := prof.Injected("us-east-1", "ap-northeast-1")
+	if p50 := far[len(far)/2]; p50 < wan {
+		t.Errorf("ap-northeast-1 clients' p50 %v is below the %v RTT to the entry", p50, wan)
+	}
+	if p50 := near[len(near)/2]; p50 > wan {
+		t.Errorf("us-east-1 clients' p50 %v: all services are local, want well under %v", p50, wan)
+	}
+
+	// Moving a service changes its address and the callers follow.
+	all["catalog"] = "eu-west-1"
+	before := w.Addrs()["catalog"]
+	if err := w.Place(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	if after := w.Addrs()["catalog"]; after == before {
+		t.Errorf("catalog kept %s after moving clusters", after)
+	}
+	if _, err := w.Load(ctx, time.Second, map[string]float64{"us-east-1": 5}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewWorldRejectsBadInput(t *testing.T) {
+	if _, err := NewWorld(context.Background(), Options{}); err == nil {
+		t.Error("no profile accepted")
+	}
+	p, _ := DefaultProfile(2, 1)
+	bad := &demo.App{Entry: "nope"}
+	if _, err := NewWorld(context.Background(), Options{Profile: p, App: bad}); err == nil {
+		t.Error("invalid app accepted")
+	}
+}
