@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/flowplace/flowplace/internal/lab/demo"
@@ -24,7 +25,11 @@ func RunService(ctx context.Context, app *demo.App, name, listen string, peers [
 		}
 		addrs[k] = v
 	}
-	srv, err := demo.NewServer(svc, addrs)
+	ap, err := netip.ParseAddrPort(listen)
+	if err != nil {
+		return fmt.Errorf("lab-service: --listen %q: %w", listen, err)
+	}
+	srv, err := demo.NewServer(svc, addrs, ap.Addr())
 	if err != nil {
 		return err
 	}

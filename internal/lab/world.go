@@ -50,6 +50,8 @@ type World struct {
 	placement map[string]string         // service -> cluster
 	addrs     map[string]netip.AddrPort // service -> where it listens
 	procs     map[string]*exec.Cmd
+	agents    map[string]*clusterAgent
+	resolvers map[string]*labResolver
 }
 
 // NewWorld builds the clusters. On error it leaves nothing behind.
@@ -69,7 +71,8 @@ func NewWorld(ctx context.Context, opts Options) (_ *World, err error) {
 		}
 	}
 	w := &World{opts: opts, cgroups: map[string]string{}, placement: map[string]string{},
-		addrs: map[string]netip.AddrPort{}, procs: map[string]*exec.Cmd{}}
+		addrs: map[string]netip.AddrPort{}, procs: map[string]*exec.Cmd{},
+		agents: map[string]*clusterAgent{}, resolvers: map[string]*labResolver{}}
 	defer func() {
 		if err != nil {
 			w.Close()
@@ -169,6 +172,9 @@ func (w *World) Place(ctx context.Context, placement map[string]string) error {
 		}
 		w.placement[s.Name] = c
 	}
+	if err := w.refreshAttributionLocked(); err != nil {
+		return err
+	}
 	for _, s := range w.opts.App.Services {
 		if err := w.startLocked(ctx, s.Name); err != nil {
 			return err
@@ -247,10 +253,13 @@ func (w *World) stopLocked() {
 
 // Close stops every process and removes the clusters and cgroups.
 func (w *World) Close() error {
+	var errs []error
 	w.mu.Lock()
 	w.stopLocked()
+	if err := w.stopAgentsLocked(); err != nil {
+		errs = append(errs, err)
+	}
 	w.mu.Unlock()
-	var errs []error
 	if w.topo != nil {
 		if err := w.topo.Close(); err != nil {
 			errs = append(errs, err)

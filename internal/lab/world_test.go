@@ -10,6 +10,8 @@ import (
 
 	"github.com/flowplace/flowplace/internal/lab/demo"
 	"github.com/flowplace/flowplace/internal/probe/probetest"
+	"github.com/flowplace/flowplace/telemetry"
+	"github.com/flowplace/flowplace/test/otlptest"
 	"github.com/flowplace/flowplace/test/topology"
 )
 
@@ -33,6 +35,7 @@ func TestWorldPlacesAndLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	recv := otlptest.Start(t) // stops after the world, which flushes into it
 	w, err := NewWorld(ctx, Options{Profile: prof, App: demo.Shop(), Executable: buildCLI(t), Progress: os.Stderr})
 	if err != nil {
 		t.Fatal(err)
@@ -46,13 +49,46 @@ func TestWorldPlacesAndLoads(t *testing.T) {
 	for _, s := range demo.Shop().Services {
 		all[s.Name] = "us-east-1"
 	}
+	all["catalog"] = "eu-west-1"
 	if err := w.Place(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.StartAgents(ctx, recv.Addr, 500*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	res, err := w.Load(ctx, 2*time.Second, map[string]float64{"us-east-1": 10, "eu-west-1": 10, "ap-northeast-1": 10})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every cluster's agent attributes what its own processes did: the
+	// frontend in us-east-1 calling the catalog in eu-west-1, and the
+	// catalog seeing the frontend (and recommend) as its clients.
+	if err := w.FlushAgents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	call := otlptest.Match(recv.Latest(telemetry.MetricBytes), map[string]string{
+		"flowplace.connection.role": "client", "flowplace.workload.name": "frontend", "flowplace.service.name": "catalog",
+		"flowplace.peer.cluster.name": "eu-west-1", "network.io.direction": "receive"})
+	if len(call) != 1 || call[0].Resource["k8s.cluster.name"] != "us-east-1" || call[0].Int < int64(res.Requests["us-east-1"]*2*(24<<10)) {
+		t.Errorf("frontend -> catalog as us-east-1's agent reports it: %+v", call)
+		t.Logf("%d exports", recv.Requests())
+		for _, p := range recv.Latest(telemetry.MetricBytes) {
+			t.Logf("%v %v %d", p.Resource["k8s.cluster.name"], p.Attrs, p.Int)
+		}
+	}
+	served := otlptest.Match(recv.Latest(telemetry.MetricBytes), map[string]string{
+		"flowplace.connection.role": "server", "flowplace.workload.name": "catalog",
+		"flowplace.peer.workload.name": "frontend", "flowplace.peer.cluster.name": "us-east-1"})
+	if len(served) == 0 || served[0].Resource["k8s.cluster.name"] != "eu-west-1" {
+		t.Errorf("catalog serving frontend as eu-west-1's agent reports it: %+v", served)
+	}
+	clients := otlptest.Match(recv.Latest(telemetry.MetricConnections), map[string]string{
+		"flowplace.connection.role": "server", "flowplace.workload.name": "frontend",
+		"flowplace.peer.workload.name": LoadGenerator("ap-northeast-1")})
+	if len(clients) != 1 || clients[0].Int == 0 {
+		t.Errorf("frontend's clients from ap-northeast-1 not seen: %+v", clients)
+	}
+
 	near, far := res.Latencies["us-east-1"], res.Latencies["ap-northeast-1"]
 	if len(near) < 10 || len(far) < 10 {
 		t.Fatalf("too few requests: %v", res.Requests)
@@ -61,12 +97,12 @@ func TestWorldPlacesAndLoads(t *testing.T) {
 	if p50 := far[len(far)/2]; p50 < wan {
 		t.Errorf("ap-northeast-1 clients' p50 %v is below the %v RTT to the entry", p50, wan)
 	}
-	if p50 := near[len(near)/2]; p50 > wan {
-		t.Errorf("us-east-1 clients' p50 %v: all services are local, want well under %v", p50, wan)
+	if near[len(near)/2] >= far[len(far)/2] {
+		t.Errorf("clients next to the entry (p50 %v) are not faster than far ones (p50 %v)", near[len(near)/2], far[len(far)/2])
 	}
 
 	// Moving a service changes its address and the callers follow.
-	all["catalog"] = "eu-west-1"
+	all["catalog"] = "us-east-1"
 	before := w.Addrs()["catalog"]
 	if err := w.Place(ctx, all); err != nil {
 		t.Fatal(err)

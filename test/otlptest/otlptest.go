@@ -5,7 +5,9 @@ package otlptest
 import (
 	"context"
 	"net"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -80,17 +82,41 @@ type Point struct {
 	Scale    int32   // exponential histograms
 }
 
-// Latest returns the points of the newest export that carries metric name.
-// Exports are cumulative, so the newest holds the totals.
+// Latest returns, for every reporter (resource), the points of its newest
+// export that carries metric name. Exports are cumulative, so the newest
+// holds the totals.
 func (r *Receiver) Latest(name string) []Point {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	seen := map[string]bool{}
+	var out []Point
 	for i := len(r.requests) - 1; i >= 0; i-- {
-		if pts := points(r.requests[i], name); len(pts) > 0 {
-			return pts
+		byResource := map[string][]Point{}
+		for _, p := range points(r.requests[i], name) {
+			k := resourceKey(p.Resource)
+			byResource[k] = append(byResource[k], p)
+		}
+		for k, pts := range byResource {
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, pts...)
+			}
 		}
 	}
-	return nil
+	return out
+}
+
+func resourceKey(res map[string]string) string {
+	keys := make([]string, 0, len(res))
+	for k := range res {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k + "=" + res[k] + ";")
+	}
+	return b.String()
 }
 
 func kv(attrs []*commonpb.KeyValue) map[string]string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -60,7 +61,7 @@ func TestShopServesRequests(t *testing.T) {
 	}
 	for _, s := range app.Services {
 		svc, _ := app.Service(s.Name)
-		srv, err := NewServer(svc, addrs)
+		srv, err := NewServer(svc, addrs, netip.Addr{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +73,7 @@ func TestShopServesRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := NewServer(entry, map[string]string{}); err == nil {
+	if _, err := NewServer(entry, map[string]string{}, netip.Addr{}); err == nil {
 		t.Error("a server without its peers' addresses was accepted")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -22,8 +23,9 @@ type Server struct {
 }
 
 // NewServer returns the server of svc, calling its peers at the given
-// addresses (service name -> host:port).
-func NewServer(svc *Service, peers map[string]string) (*Server, error) {
+// addresses (service name -> host:port). Outgoing connections leave from
+// local, if valid, as a pod's leave from the pod's own address.
+func NewServer(svc *Service, peers map[string]string, local netip.Addr) (*Server, error) {
 	for _, c := range svc.Calls {
 		if _, ok := peers[c.To]; !ok {
 			return nil, fmt.Errorf("service %s calls %s, whose address is not given", svc.Name, c.To)
@@ -36,6 +38,7 @@ func NewServer(svc *Service, peers map[string]string) (*Server, error) {
 		// caller->callee pair is a few long-lived TCP connections.
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 			MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute, DisableCompression: true,
+			DialContext: dialer(local).DialContext,
 		}},
 		body: []byte(strings.Repeat("x", svc.RespBytes)),
 	}, nil
@@ -94,4 +97,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve %s: %w", s.svc.Name, err)
 	}
 	return nil
+}
+
+func dialer(local netip.Addr) *net.Dialer {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	if local.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: local.AsSlice()}
+	}
+	return d
 }
