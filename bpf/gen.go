@@ -9,3 +9,4 @@ package bpf
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -type fp_flow_key -type fp_flow_stats -type fp_conn_state -type fp_redirect_key -type fp_redirect_target Sockops sockops.c -- -I./include
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel Connect4 connect4.c -- -I./include
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel Getpeername4 getpeername4.c -- -I./include
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel Connect6 connect6.c -- -I./include

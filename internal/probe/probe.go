@@ -38,6 +38,7 @@ type Probe struct {
 	sockops  bpf.SockopsObjects
 	connect4 bpf.Connect4Objects
 	peername bpf.Getpeername4Objects
+	connect6 bpf.Connect6Objects
 	links    []link.Link
 	evicted  uint64 // highest eviction estimate reported so far
 	deleted  uint64 // entries removed by userspace (not evictions)
@@ -114,7 +115,17 @@ func Load(opts Options) (_ *Probe, err error) {
 		return nil, fmt.Errorf("load getpeername4 program: %w", verifierDetail(err))
 	}
 
-	// connect4 first: a socket must have its dialed address recorded before
+	connect6Spec, err := bpf.LoadConnect6()
+	if err != nil {
+		return nil, fmt.Errorf("parse connect6 object: %w", err)
+	}
+	connect6Spec.Maps[bpf.SockopsMapFlows].MaxEntries = opts.MaxFlows
+	connect6Spec.Maps[bpf.SockopsMapConns].MaxEntries = opts.MaxConns
+	if err := connect6Spec.LoadAndAssign(&p.connect6, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
+		return nil, fmt.Errorf("load connect6 program: %w", verifierDetail(err))
+	}
+
+	// connect4/6 first: a socket must have its dialed address recorded before
 	// sock_ops sees it established.
 	attach := []struct {
 		name string
@@ -122,6 +133,7 @@ func Load(opts Options) (_ *Probe, err error) {
 		prog *ebpf.Program
 	}{
 		{"cgroup/connect4", ebpf.AttachCGroupInet4Connect, p.connect4.FlowplaceConnect4},
+		{"cgroup/connect6", ebpf.AttachCGroupInet6Connect, p.connect6.FlowplaceConnect6},
 		{"cgroup/getpeername4", ebpf.AttachCgroupInet4GetPeername, p.peername.FlowplaceGetpeername4},
 		{"sock_ops", ebpf.AttachCGroupSockOps, p.sockops.FlowplaceSockops},
 	}
@@ -156,6 +168,9 @@ func (p *Probe) Programs() map[string]*ebpf.Program {
 	if p.connect4.FlowplaceConnect4 != nil {
 		m["connect4"] = p.connect4.FlowplaceConnect4
 	}
+	if p.connect6.FlowplaceConnect6 != nil {
+		m["connect6"] = p.connect6.FlowplaceConnect6
+	}
 	if p.peername.FlowplaceGetpeername4 != nil {
 		m["getpeername4"] = p.peername.FlowplaceGetpeername4
 	}
@@ -172,11 +187,11 @@ func (p *Probe) Close() error {
 		}
 	}
 	p.links = nil
-	for _, c := range []interface{ Close() error }{&p.peername, &p.connect4, &p.sockops} {
+	for _, c := range []interface{ Close() error }{&p.peername, &p.connect6, &p.connect4, &p.sockops} {
 		if err := c.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	p.peername, p.connect4, p.sockops = bpf.Getpeername4Objects{}, bpf.Connect4Objects{}, bpf.SockopsObjects{}
+	p.peername, p.connect6, p.connect4, p.sockops = bpf.Getpeername4Objects{}, bpf.Connect6Objects{}, bpf.Connect4Objects{}, bpf.SockopsObjects{}
 	return errors.Join(errs...)
 }

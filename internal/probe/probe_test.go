@@ -22,7 +22,7 @@ import (
 // answers with respSize bytes, until the client closes.
 func echoServer(t *testing.T, addr string, reqSize, respSize int) net.Listener {
 	t.Helper()
-	ln, err := net.Listen("tcp4", addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
@@ -183,6 +183,43 @@ func TestBytesExactAtClose(t *testing.T) {
 	}
 }
 
+// IPv6 connections are keyed by their IPv6 addresses, with exact bytes; a
+// dual-stack socket dialing IPv4 is keyed like an IPv4 one.
+func TestIPv6Flows(t *testing.T) {
+	p := probetest.Attach(t, probe.Options{})
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	ln.Close()
+	srv := echoServer(t, "[::1]:0", 50, 700)
+	dialed := netip.MustParseAddrPort(srv.Addr().String())
+	c, err := net.Dial("tcp6", dialed.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pingPong(t, c, 4, 50, 700)
+	info, err := p.Conn(c.(*net.TCPConn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Dialed != dialed || !info.Key.Local.Is6() || info.SRTT <= 0 {
+		t.Errorf("connection state %+v, want dialed %s over IPv6", info, dialed)
+	}
+	c.Close()
+	s := waitFlows(t, p, func(s *probe.Snapshot) bool {
+		f, ok := find(s, probe.RoleClient, dialed)
+		return ok && f.Stats.Closed == 1
+	})
+	f, ok := find(s, probe.RoleClient, dialed)
+	if !ok {
+		t.Fatalf("no IPv6 client flow to %s: %+v", dialed, s.Flows)
+	}
+	if f.Stats.BytesSent != 200 || f.Stats.BytesReceived != 2800 || f.Key.Peer != dialed {
+		t.Errorf("IPv6 flow %+v %+v: want 200/2800 bytes to %s", f.Key, f.Stats, dialed)
+	}
+}
+
 func TestRedirectAttributesDialedAndPeer(t *testing.T) {
 	p := probetest.Attach(t, probe.Options{})
 	ln := echoServer(t, "127.0.0.1:0", 10, 10)
@@ -292,11 +329,11 @@ func TestCloseLeavesNothingAttached(t *testing.T) {
 		mapIDs = append(mapIDs, ids...)
 		t.Logf("loaded %s as program %d using maps %v", name, id, ids)
 	}
-	if len(progIDs) != 3 {
-		t.Fatalf("want 3 programs loaded, got %d", len(progIDs))
+	if len(progIDs) != 4 {
+		t.Fatalf("want 4 programs loaded, got %d", len(progIDs))
 	}
-	if n := attachedCount(t, cg); n != 3 {
-		t.Fatalf("want 3 programs attached to %s, got %d", cg, n)
+	if n := attachedCount(t, cg); n != 4 {
+		t.Fatalf("want 4 programs attached to %s, got %d", cg, n)
 	}
 	if err := p.Close(); err != nil {
 		t.Fatalf("close: %v", err)
@@ -353,7 +390,7 @@ func attachedCount(t *testing.T, cg string) int {
 	}
 	defer f.Close()
 	n := 0
-	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupSockOps, ebpf.AttachCGroupInet4Connect, ebpf.AttachCgroupInet4GetPeername} {
+	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupSockOps, ebpf.AttachCGroupInet4Connect, ebpf.AttachCGroupInet6Connect, ebpf.AttachCgroupInet4GetPeername} {
 		res, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: at})
 		if err != nil {
 			t.Fatalf("query %s: %v", at, err)
