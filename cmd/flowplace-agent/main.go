@@ -25,6 +25,7 @@ import (
 
 	"github.com/flowplace/flowplace/internal/agent"
 	"github.com/flowplace/flowplace/internal/attribution"
+	"github.com/flowplace/flowplace/internal/cgroups"
 	"github.com/flowplace/flowplace/internal/conntrack"
 	"github.com/flowplace/flowplace/internal/probe"
 	"github.com/flowplace/flowplace/telemetry"
@@ -181,6 +182,13 @@ func run(ctx context.Context, o *options) error {
 			return err
 		}
 	}
+	if k, ok := resolver.(*attribution.Kubernetes); ok {
+		// Host-network pods share the node's address; their cgroup (the
+		// probes record its ID) tells them apart.
+		if root, err := probe.FindCgroup2(); err == nil && root != "" {
+			k.SetCgroupResolver(cgroups.NewResolver(root).PodUID)
+		}
+	}
 	p, err := probe.Load(probe.Options{Cgroup: cg, MaxFlows: o.maxFlows})
 	if err != nil {
 		return err
@@ -254,9 +262,8 @@ func newResolver(ctx context.Context, o *options) (attribution.Resolver, error) 
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, o.syncTimeout)
-	defer cancel()
-	r, err := attribution.NewKubernetes(sctx, client, o.clusterName, o.nodeName)
+	// The informers live as long as the agent.
+	r, err := attribution.NewKubernetes(ctx, client, o.clusterName, o.nodeName, o.syncTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("member cluster %s: %w", cfg.Host, err)
 	}

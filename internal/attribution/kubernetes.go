@@ -41,13 +41,30 @@ type Kubernetes struct {
 	slices    map[string][]netip.Addr // slice key -> addresses it added
 	svcVIPs   map[string][]netip.AddrPort
 	podIPs    map[string][]netip.Addr
+	hostPods  map[string]Workload // host-network pods on this node, by pod UID
+	podUIDs   map[string]string   // pod key -> UID, for host-network pods
+
+	// podOfCgroup finds the pod UID of a socket's cgroup: host-network
+	// pods share the node's address, so their cgroup tells them apart.
+	podOfCgroup func(cgroupID uint64) string
 }
 
-// NewKubernetes starts informers on a member cluster and waits until their
-// caches are synced (or ctx ends). clusterName is this member's name in
-// Karmada (optional); its UID is the kube-system namespace UID.
-func NewKubernetes(ctx context.Context, client kubernetes.Interface, clusterName, nodeName string) (*Kubernetes, error) {
-	ns, err := client.CoreV1().Namespaces().Get(ctx, metav1.NamespaceSystem, metav1.GetOptions{})
+// SetCgroupResolver attributes sockets of host-network pods by their cgroup
+// (e.g. cgroups.Resolver.PodUID).
+func (k *Kubernetes) SetCgroupResolver(podUID func(cgroupID uint64) string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.podOfCgroup = podUID
+}
+
+// NewKubernetes starts informers on a member cluster, which run until ctx
+// ends, and waits up to syncTimeout for their caches to fill. clusterName is
+// this member's name in Karmada (optional); its UID is the kube-system
+// namespace UID.
+func NewKubernetes(ctx context.Context, client kubernetes.Interface, clusterName, nodeName string, syncTimeout time.Duration) (*Kubernetes, error) {
+	sctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	ns, err := client.CoreV1().Namespaces().Get(sctx, metav1.NamespaceSystem, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("read cluster identity (kube-system namespace UID): %w", err)
 	}
@@ -58,10 +75,10 @@ func NewKubernetes(ctx context.Context, client kubernetes.Interface, clusterName
 		what string
 		list func() error
 	}{
-		{"pods", func() error { _, err := client.CoreV1().Pods("").List(ctx, limit); return err }},
-		{"services", func() error { _, err := client.CoreV1().Services("").List(ctx, limit); return err }},
+		{"pods", func() error { _, err := client.CoreV1().Pods("").List(sctx, limit); return err }},
+		{"services", func() error { _, err := client.CoreV1().Services("").List(sctx, limit); return err }},
 		{"endpointslices.discovery.k8s.io", func() error {
-			_, err := client.DiscoveryV1().EndpointSlices("").List(ctx, limit)
+			_, err := client.DiscoveryV1().EndpointSlices("").List(sctx, limit)
 			return err
 		}},
 	} {
@@ -79,6 +96,8 @@ func NewKubernetes(ctx context.Context, client kubernetes.Interface, clusterName
 		slices:    map[string][]netip.Addr{},
 		svcVIPs:   map[string][]netip.AddrPort{},
 		podIPs:    map[string][]netip.Addr{},
+		hostPods:  map[string]Workload{},
+		podUIDs:   map[string]string{},
 	}
 	f := informers.NewSharedInformerFactory(client, 30*time.Minute)
 	podInf := f.Core().V1().Pods().Informer()
@@ -106,7 +125,7 @@ func NewKubernetes(ctx context.Context, client kubernetes.Interface, clusterName
 		}
 	}
 	f.Start(ctx.Done())
-	for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
+	for typ, ok := range f.WaitForCacheSync(sctx.Done()) {
 		if !ok {
 			return nil, fmt.Errorf("informer cache for %v did not sync (missing list/watch permission?)", typ)
 		}
@@ -203,7 +222,12 @@ func (k *Kubernetes) setPod(o any) {
 	defer k.mu.Unlock()
 	k.removePodLocked(objKey(p))
 	if p.Spec.HostNetwork {
-		// Its address is the node's, shared by every host-network pod.
+		// Its address is the node's, shared by every host-network pod:
+		// only its cgroup identifies it.
+		if p.Spec.NodeName == k.nodeName {
+			k.hostPods[string(p.UID)] = WorkloadOf(p)
+			k.podUIDs[objKey(p)] = string(p.UID)
+		}
 		return
 	}
 	w := WorkloadOf(p)
@@ -223,6 +247,10 @@ func (k *Kubernetes) removePodLocked(key string) {
 		delete(k.localPods, a)
 	}
 	delete(k.podIPs, key)
+	if uid, ok := k.podUIDs[key]; ok {
+		delete(k.hostPods, uid)
+		delete(k.podUIDs, key)
+	}
 }
 
 func (k *Kubernetes) deletePod(o any) {
@@ -344,11 +372,18 @@ func (k *Kubernetes) TranslatedServices() []netip.AddrPort {
 }
 func (k *Kubernetes) Generation() uint64 { return k.gen.Load() }
 
-func (k *Kubernetes) Local(addr netip.Addr, _ uint64) (Workload, bool) {
+func (k *Kubernetes) Local(addr netip.Addr, cgroupID uint64) (Workload, bool) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	w, ok := k.localPods[addr]
-	return w, ok
+	if w, ok := k.localPods[addr]; ok {
+		return w, true
+	}
+	if k.podOfCgroup != nil && cgroupID != 0 && len(k.hostPods) > 0 {
+		if w, ok := k.hostPods[k.podOfCgroup(cgroupID)]; ok {
+			return w, true
+		}
+	}
+	return Workload{}, false
 }
 
 func (k *Kubernetes) Service(dialed netip.AddrPort) (Service, bool) {
