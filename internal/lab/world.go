@@ -89,14 +89,18 @@ func NewWorld(ctx context.Context, opts Options) (_ *World, err error) {
 	// Immediate ACKs: with delayed ACKs a request/response RTT sample also
 	// holds how long the peer took to answer, which here includes its own
 	// downstream calls.
-	if w.topo, err = topology.New(ctx, topology.Config{Clusters: names, ExtraRTT: rtt, QuickACK: true}); err != nil {
+	if err := SweepLeftovers(); err != nil {
+		w.progress("cleaning up after an earlier run: %v", err)
+	}
+	prefix := fmt.Sprintf("%s%d", labPrefix, os.Getpid())
+	if w.topo, err = topology.New(ctx, topology.Config{Prefix: prefix, Clusters: names, ExtraRTT: rtt, QuickACK: true}); err != nil {
 		return nil, fmt.Errorf("lab: clusters: %w", err)
 	}
 	root, err := probe.Cgroup2(probe.DefaultCgroup2Mount)
 	if err != nil {
 		return nil, err
 	}
-	w.cgRoot = filepath.Join(root, "flowplace-lab-"+w.topo.Prefix())
+	w.cgRoot = filepath.Join(root, cgroupPrefix+w.topo.Prefix())
 	if err := os.MkdirAll(w.cgRoot, 0o755); err != nil {
 		return nil, fmt.Errorf("lab: cgroup: %w", err)
 	}
@@ -391,4 +395,49 @@ func (w *World) Load(ctx context.Context, d time.Duration, weights map[string]fl
 		return res, fmt.Errorf("lab: requests failed (%s)", strings.Join(failed, ", "))
 	}
 	return res, nil
+}
+
+const (
+	// labPrefix starts the network-namespace prefix of every lab run.
+	labPrefix = "fplab"
+	// cgroupPrefix names a run's cgroup directory under the cgroup v2 root.
+	cgroupPrefix = "flowplace-lab-"
+)
+
+// SweepLeftovers removes what a killed lab run left behind: its network
+// namespaces (the topology sweeper knows their owners) and the cgroups of
+// runs whose namespaces are gone. Processes of a killed run die with it
+// (they are started with a parent-death signal) and its eBPF programs are
+// detached when its file descriptors close.
+func SweepLeftovers() error {
+	var errs []error
+	if err := topology.Sweep(labPrefix); err != nil {
+		errs = append(errs, err)
+	}
+	root, err := probe.FindCgroup2()
+	if err != nil || root == "" {
+		return errors.Join(append(errs, err)...)
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, e := range entries {
+		prefix, ok := strings.CutPrefix(e.Name(), cgroupPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		if live, _ := filepath.Glob(filepath.Join("/run/netns", prefix+"-*")); len(live) > 0 {
+			continue // a run that is still going
+		}
+		dir := filepath.Join(root, e.Name())
+		subs, _ := os.ReadDir(dir)
+		for _, s := range subs {
+			if s.IsDir() {
+				removeCgroup(filepath.Join(dir, s.Name()), &errs)
+			}
+		}
+		removeCgroup(dir, &errs)
+	}
+	return errors.Join(errs...)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flowplace/flowplace/internal/lab/demo"
+	"github.com/flowplace/flowplace/internal/probe"
 	"github.com/flowplace/flowplace/internal/probe/probetest"
 	"github.com/flowplace/flowplace/telemetry"
 	"github.com/flowplace/flowplace/test/otlptest"
@@ -123,5 +124,28 @@ func TestNewWorldRejectsBadInput(t *testing.T) {
 	bad := &demo.App{Entry: "nope"}
 	if _, err := NewWorld(context.Background(), Options{Profile: p, App: bad}); err == nil {
 		t.Error("invalid app accepted")
+	}
+}
+
+// A run killed without cleanup leaves namespaces and cgroups; the next run's
+// sweep removes them.
+func TestSweepLeftovers(t *testing.T) {
+	probetest.RequireKernel(t)
+	topology.Require(t)
+	root, err := probe.Cgroup2(probe.DefaultCgroup2Mount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a killed run leaves: a cgroup tree of a run whose namespaces are
+	// gone (the topology sweeper is tested with the topology).
+	dead := filepath.Join(root, cgroupPrefix+labPrefix+"999999999")
+	if err := os.MkdirAll(filepath.Join(dead, "us-east-1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := SweepLeftovers(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("leftover cgroup %s still there (%v)", dead, err)
 	}
 }
