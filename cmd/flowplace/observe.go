@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -111,6 +110,7 @@ func runObserve(ctx context.Context, out io.Writer, o observeOptions) error {
 	start := time.Now()
 	tick := time.NewTicker(o.interval)
 	defer tick.Stop()
+	var lastRender time.Time
 	for {
 		done := false
 		select {
@@ -123,15 +123,17 @@ func runObserve(ctx context.Context, out io.Writer, o observeOptions) error {
 			return fmt.Errorf("observe: %w", err)
 		}
 		acc.Add(s)
-		view := buildView(acc.Totals(), s.Counters, s.Time.Sub(start), o.top)
-		if err := render(out, view, o.output, tty); err != nil {
-			return err
+		// The end of --duration often coincides with a tick: one final
+		// snapshot is enough.
+		if !done || s.Time.Sub(lastRender) > o.interval/2 {
+			view := buildView(acc.Totals(), s.Counters, s.Time.Sub(start), o.top)
+			if err := render(out, view, o.output, tty); err != nil {
+				return err
+			}
+			lastRender = s.Time
 		}
 		if done {
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(ctx.Err(), context.Canceled) {
-				return nil
-			}
-			return ctx.Err()
+			return nil // the deadline passed or the user interrupted
 		}
 	}
 }
