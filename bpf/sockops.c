@@ -131,7 +131,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops, __u8 role
 		return;
 	fill_key(skops, cs, role);
 	cs->start_ns = bpf_ktime_get_ns();
-	cs->last_fold_ns = cs->start_ns;
+	cs->last_fold_ns = bpf_ktime_get_coarse_ns();
 	/* Baselines: the handshake's SYN counts in bytes_acked, not payload. */
 	cs->sent_base = skops->bytes_acked;
 	cs->recv_base = skops->bytes_received;
@@ -171,14 +171,13 @@ static __always_inline void fin_seqs(struct bpf_sock_ops *skops, __u64 *fin_in, 
 	unsigned long flags = BPF_CORE_READ(s, __sk_common.skc_flags);
 	if (flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))
 		*fin_in = 1;
-	/* Our FIN is queued in these states; it is acknowledged once snd_una
-	 * reaches write_seq, which includes it. */
-	if (state == TCP_FIN_WAIT1_ || state == TCP_FIN_WAIT2_ || state == TCP_CLOSING_ ||
-	    state == TCP_LAST_ACK_) {
-		__u32 write_seq = BPF_CORE_READ(tp, write_seq);
-		if (skops->snd_una == write_seq)
-			*fin_out = 1;
-	}
+	/* Our FIN is queued in these states. Once everything sent is acked
+	 * (snd_una == snd_nxt) the FIN is counted as acked; if it was in fact
+	 * not sent yet, sent bytes read one low until it is, never high. */
+	if ((state == TCP_FIN_WAIT1_ || state == TCP_FIN_WAIT2_ || state == TCP_CLOSING_ ||
+	     state == TCP_LAST_ACK_) &&
+	    skops->snd_una == skops->snd_nxt)
+		*fin_out = 1;
 }
 
 /* Fold what the connection moved since the last flush into its aggregate. */
@@ -265,7 +264,7 @@ static __always_inline void on_rtt(struct bpf_sock_ops *skops)
 			cs->pend_min_us = mrtt;
 		cs->pend_n = ++n;
 	}
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns(); /* a fold interval needs no precision */
 	if (n < RTT_PENDING && now - cs->last_fold_ns < FOLD_INTERVAL_NS)
 		return;
 	cs->last_fold_ns = now;
