@@ -57,3 +57,23 @@ controlplane-bin:
 # 60 s, OTLP and Prometheus exporters on. Needs root.
 bench-agent:
 	$(GO) run ./test/bench/agent
+
+# Placement quality: DeathStarBench's social network over five AWS regions
+# with finite capacity, Karmada's default ordering vs flowplace's
+# LatencyBudget + TrafficLocality, plus an exhaustive optimum on a reduced
+# instance. Pure computation over the root-module plugin logic (~3 s).
+.PHONY: bench-placement bench-plugin
+bench-placement:
+	$(GO) run ./test/bench/placement
+
+# Score and Filter cost per call at 100 clusters and 50 peers.
+bench-plugin:
+	$(GO) run ./test/bench/plugin
+
+# OTLP ingest of the estimator: 1,000 synthetic agents x 500 series replayed
+# through the real gRPC receiver on loopback; sustained points/s and heap
+# bytes per active series, against a proto.Unmarshal baseline of the same
+# requests. The last line is the result.
+.PHONY: bench-estimator
+bench-estimator:
+	$(GO) run ./test/bench/estimator

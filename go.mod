@@ -28,7 +28,9 @@ require (
 	k8s.io/api v0.36.2
 	k8s.io/apimachinery v0.36.2
 	k8s.io/client-go v0.36.2
+	k8s.io/component-base v0.36.2
 	k8s.io/klog/v2 v2.140.0
+	k8s.io/kube-scheduler v0.36.2
 	sigs.k8s.io/yaml v1.6.0
 )
 

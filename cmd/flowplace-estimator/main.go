@@ -1,0 +1,204 @@
+// Command flowplace-estimator receives the agents' OTLP metrics and
+// publishes the cluster latency matrix (ClusterLatency) and the workload
+// traffic graph (WorkloadTraffic) in the Karmada API server. Run two or more
+// replicas: they elect a leader on a Lease; only the leader listens for OTLP
+// and writes, and a new leader resumes from the published objects.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/flowplace/flowplace/estimator"
+	"github.com/flowplace/flowplace/estimator/aggregate"
+	"github.com/flowplace/flowplace/telemetry"
+)
+
+type options struct {
+	kubeconfig      string
+	context         string
+	otlpAddress     string
+	tls             estimator.ServerTLS
+	maxMessageBytes int
+	healthAddress   string
+	window          time.Duration
+	publishInterval time.Duration
+	validFor        time.Duration
+	relativeChange  float64
+	maxSeries       int
+	maxFlows        int
+	seriesTTL       time.Duration
+	leaseNamespace  string
+	leaseName       string
+	identity        string
+	leaseDuration   time.Duration
+	renewDeadline   time.Duration
+	retryPeriod     time.Duration
+	qps             float32
+	burst           int
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newCommand().ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "flowplace-estimator: %v\n", err)
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+func newCommand() *cobra.Command {
+	o := options{}
+	cmd := &cobra.Command{
+		Use:   "flowplace-estimator",
+		Short: "Turn flowplace agents' OTLP metrics into ClusterLatency and WorkloadTraffic objects",
+		Long: `flowplace-estimator is an OTLP gRPC receiver (the standard MetricsService) for
+the flowplace agents' metrics. It aggregates RTT histograms per cluster pair and
+traffic rates per (workload, peer, cluster pair) over an exponentially decaying
+window, and publishes them as flowplace.io/v1alpha1 ClusterLatency and
+WorkloadTraffic objects in the Karmada API server, writing only on a meaningful
+change or to extend validUntil.
+
+Replicas elect a leader on a Lease. Only the leader listens for OTLP and
+publishes; /readyz is 200 only there, so a Service routes agents to it. A new
+leader resumes from the published objects. /healthz, /readyz and /metrics are
+served on --health-address.`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.Context(), &o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the Karmada API server (default: in-cluster config)")
+	f.StringVar(&o.context, "context", "", "kubeconfig context")
+	f.StringVar(&o.otlpAddress, "otlp-address", ":4317", "OTLP gRPC listen address")
+	f.StringVar(&o.tls.CertFile, "otlp-cert-file", "", "TLS certificate for the OTLP listener (empty: plaintext)")
+	f.StringVar(&o.tls.KeyFile, "otlp-key-file", "", "TLS key for the OTLP listener")
+	f.StringVar(&o.tls.ClientCAFile, "otlp-client-ca-file", "", "require client certificates signed by this CA (mTLS)")
+	f.IntVar(&o.maxMessageBytes, "otlp-max-message-bytes", 16<<20, "largest export request accepted")
+	f.StringVar(&o.healthAddress, "health-address", ":8080", "address serving /healthz, /readyz and /metrics")
+	f.DurationVar(&o.window, "window", 5*time.Minute, "time constant of the decaying window")
+	f.DurationVar(&o.publishInterval, "publish-interval", 15*time.Second, "how often aggregates are compared with the published objects")
+	f.DurationVar(&o.validFor, "valid-for", 5*time.Minute, "validity of a published object (validUntil = write time + this)")
+	f.Float64Var(&o.relativeChange, "relative-change", 0.1, "relative change of a value that is worth a write")
+	f.IntVar(&o.maxSeries, "max-series", 2_000_000, "input series tracked at most; points of new series beyond it are rejected")
+	f.IntVar(&o.maxFlows, "max-flows", 500_000, "(workload, peer, cluster pair) aggregates at most")
+	f.DurationVar(&o.seriesTTL, "series-ttl", 10*time.Minute, "forget input series not reported for this long")
+	f.StringVar(&o.leaseNamespace, "lease-namespace", "karmada-system", "namespace of the leader election Lease")
+	f.StringVar(&o.leaseName, "lease-name", "flowplace-estimator", "name of the leader election Lease")
+	f.StringVar(&o.identity, "identity", os.Getenv("POD_NAME"), "this replica's identity in the Lease (default $POD_NAME or host_pid)")
+	f.DurationVar(&o.leaseDuration, "lease-duration", 15*time.Second, "leader election lease duration")
+	f.DurationVar(&o.renewDeadline, "renew-deadline", 10*time.Second, "leader election renew deadline")
+	f.DurationVar(&o.retryPeriod, "retry-period", 2*time.Second, "leader election retry period")
+	f.Float32Var(&o.qps, "kube-api-qps", 20, "API server requests per second")
+	f.IntVar(&o.burst, "kube-api-burst", 40, "API server request burst")
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	f.AddGoFlagSet(klogFlags)
+	return cmd
+}
+
+func (o *options) validate() error {
+	for name, addr := range map[string]string{"--otlp-address": o.otlpAddress, "--health-address": o.healthAddress} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%s %q: %w", name, addr, err)
+		}
+	}
+	switch {
+	case o.window < time.Second:
+		return fmt.Errorf("--window %s: must be at least 1s", o.window)
+	case o.window > 24*time.Hour:
+		return fmt.Errorf("--window %s: must be at most 24h", o.window)
+	case o.publishInterval < 100*time.Millisecond:
+		return fmt.Errorf("--publish-interval %s: must be at least 100ms", o.publishInterval)
+	case o.relativeChange <= 0 || o.relativeChange >= 1:
+		return fmt.Errorf("--relative-change %g: must be in (0, 1)", o.relativeChange)
+	case o.maxSeries < 1 || o.maxFlows < 1:
+		return errors.New("--max-series and --max-flows must be positive")
+	case o.maxMessageBytes < 1024:
+		return fmt.Errorf("--otlp-max-message-bytes %d: must be at least 1024", o.maxMessageBytes)
+	case o.leaseDuration <= o.renewDeadline || o.renewDeadline <= o.retryPeriod:
+		return errors.New("need --lease-duration > --renew-deadline > --retry-period")
+	}
+	return o.tls.Validate()
+}
+
+func restConfig(o *options) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	if o.kubeconfig == "" {
+		cfg, err = rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("no --kubeconfig and not in a cluster: %w", err)
+		}
+	} else {
+		cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			&clientcmd.ClientConfigLoadingRules{ExplicitPath: o.kubeconfig},
+			&clientcmd.ConfigOverrides{CurrentContext: o.context}).ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig %s: %w", o.kubeconfig, err)
+		}
+	}
+	cfg.QPS, cfg.Burst = o.qps, o.burst
+	return cfg, nil
+}
+
+func run(ctx context.Context, o *options) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	rc, err := restConfig(o)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	prov, err := telemetry.NewProvider(ctx, telemetry.Config{
+		Resource:   []attribute.KeyValue{attribute.String("service.name", "flowplace-estimator"), attribute.String("host.name", host)},
+		Prometheus: true,
+	})
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	defer func() { _ = prov.Shutdown(context.Background()) }()
+	e, err := estimator.New(estimator.Config{
+		REST: rc,
+		Aggregator: aggregate.AggregatorConfig{
+			Window: o.window, MaxSeries: o.maxSeries, MaxFlows: o.maxFlows, SeriesTTL: o.seriesTTL,
+		},
+		Publish:         estimator.PublishPolicy{ValidFor: o.validFor, RelativeChange: o.relativeChange},
+		PublishInterval: o.publishInterval,
+		OTLPAddress:     o.otlpAddress,
+		TLS:             o.tls,
+		MaxMessageBytes: o.maxMessageBytes,
+		HealthAddress:   o.healthAddress,
+		MetricsHandler:  prov.PrometheusHandler(),
+		Meter:           prov.MeterProvider.Meter(estimator.ScopeName),
+		LeaseNamespace:  o.leaseNamespace,
+		LeaseName:       o.leaseName,
+		Identity:        o.identity,
+		LeaseDuration:   o.leaseDuration,
+		RenewDeadline:   o.renewDeadline,
+		RetryPeriod:     o.retryPeriod,
+	})
+	if err != nil {
+		return err
+	}
+	return e.Run(ctx)
+}

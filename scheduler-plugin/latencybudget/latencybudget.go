@@ -1,0 +1,170 @@
+// Package latencybudget is the LatencyBudget filter: a cluster is excluded
+// when the measured RTT from it to the nearest replica of any required peer
+// of the workload, or from any of its required client clusters, exceeds the
+// workload's latency budget.
+//
+// "Required" peers (and client clusters) are those carrying at least
+// RequiredFraction of the workload's peer (client) traffic, so that a
+// once-a-day call to a far-away service does not pin the workload.
+// The nearest replica counts because flowplace's redirection sends each
+// connection to the nearest healthy cluster.
+//
+// With missing or stale data the filter passes the cluster with a reason
+// ("fail open") unless the profile is strict: a filter error in Karmada only
+// excludes that cluster, but excluding every cluster because the estimator
+// is down would stop all scheduling.
+package latencybudget
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/flowplace/flowplace/scheduler-plugin/config"
+	"github.com/flowplace/flowplace/scheduler-plugin/model"
+)
+
+// Name is the plugin's registered name.
+const Name = config.LatencyBudgetName
+
+// Verdict is one Filter outcome.
+type Verdict struct {
+	// Fit is false when the cluster must be excluded.
+	Fit bool
+	// Reason explains the verdict. Constant strings on the common paths,
+	// so that passing a cluster allocates nothing.
+	Reason string
+}
+
+// Source gives the current snapshot.
+type Source interface {
+	Snapshot() *model.Snapshot
+}
+
+// Plugin filters clusters. It is safe for concurrent use.
+type Plugin struct {
+	src  Source
+	args config.LatencyBudget
+	now  func() time.Time
+}
+
+// New returns the plugin reading src. now is the clock (nil: time.Now).
+func New(src Source, args config.LatencyBudget, now func() time.Time) *Plugin {
+	if now == nil {
+		now = time.Now
+	}
+	return &Plugin{src: src, args: args, now: now}
+}
+
+// Name returns Name.
+func (p *Plugin) Name() string { return Name }
+
+const (
+	reasonDisabled   = "LatencyBudget disabled in the profile"
+	reasonNoBudget   = "no latency budget for this workload"
+	reasonWithin     = "within latency budget"
+	reasonNoSnapshot = "model not loaded yet"
+	reasonNoTraffic  = "no WorkloadTraffic for this workload"
+	reasonStale      = "WorkloadTraffic is stale (validUntil passed)"
+	reasonUnknown    = "cluster not in the latency matrix"
+	reasonMissingRTT = "RTT to a required peer's or client's cluster missing or stale"
+	reasonNoPlaced   = "no required peer is placed yet"
+)
+
+// Filter decides whether workload w may run in cluster.
+func (p *Plugin) Filter(w model.Key, cluster string) Verdict {
+	if !p.args.Enabled {
+		return Verdict{Fit: true, Reason: reasonDisabled}
+	}
+	s := p.src.Snapshot()
+	wl := s.Workload(w)
+	budget := p.args.DefaultBudget
+	if wl != nil && wl.Budget > 0 {
+		budget = wl.Budget
+	}
+	if budget <= 0 {
+		return Verdict{Fit: true, Reason: reasonNoBudget}
+	}
+	if s == nil {
+		return p.missing(reasonNoSnapshot)
+	}
+	if wl == nil || wl.Traffic == nil {
+		return p.missing(reasonNoTraffic)
+	}
+	now := p.now().UnixNano()
+	if !wl.Traffic.Fresh(now) {
+		return p.missing(reasonStale)
+	}
+	c, ok := s.ClusterIndex(cluster)
+	if !ok {
+		return p.missing(reasonUnknown)
+	}
+	budgetUs := budget.Microseconds()
+	q := p.args.Quantile
+	rtt := s.RTTFrom(q, c, now)
+	t := wl.Traffic
+	minPeer := p.args.RequiredFraction * t.PeerBytesPerSecond
+	missing, checked := false, 0
+	for i := range t.Peers {
+		e := &t.Peers[i]
+		if e.BytesPerSecond < minPeer || len(e.Dist) == 0 {
+			continue
+		}
+		// Nearest replica of the peer, among clusters with RTT data.
+		best, bestCluster, known := int32(0), int32(-1), false
+		for _, d := range e.Dist {
+			us, ok := rtt.To(d.Cluster)
+			if !ok {
+				missing = true
+				continue
+			}
+			if !known || us < best {
+				best, bestCluster, known = us, d.Cluster, true
+			}
+		}
+		if !known {
+			continue
+		}
+		checked++
+		if int64(best) > budgetUs {
+			return Verdict{Reason: fmt.Sprintf("%s RTT %s from %s to the nearest replica of peer %s (in %s) exceeds the budget %s",
+				q, usDur(best), cluster, e.Name, s.ClusterName(bestCluster), budget)}
+		}
+	}
+	minClient := p.args.RequiredFraction * t.ClientBytesPerSecond
+	for _, k := range t.Clients {
+		if k.BytesPerSecond < minClient {
+			continue
+		}
+		// Prefer the client's own row (client -> candidate), as measured
+		// by the agents in the client cluster.
+		v, ok := s.RTT(q, k.Cluster, c, now)
+		if !ok {
+			missing = true
+			continue
+		}
+		checked++
+		if int64(v) > budgetUs {
+			return Verdict{Reason: fmt.Sprintf("%s RTT %s from client cluster %s to %s exceeds the budget %s",
+				q, usDur(v), s.ClusterName(k.Cluster), cluster, budget)}
+		}
+	}
+	if missing {
+		// Everything measured is within budget, but something required
+		// was not measured.
+		return p.missing(reasonMissingRTT)
+	}
+	if checked == 0 {
+		return Verdict{Fit: true, Reason: reasonNoPlaced}
+	}
+	return Verdict{Fit: true, Reason: reasonWithin}
+}
+
+// missing is the verdict when data needed to judge is absent.
+func (p *Plugin) missing(why string) Verdict {
+	if p.args.Strict {
+		return Verdict{Reason: "strict: " + why}
+	}
+	return Verdict{Fit: true, Reason: "fail open: " + why}
+}
+
+func usDur(v int32) time.Duration { return time.Duration(v) * time.Microsecond }

@@ -1,0 +1,292 @@
+// Package model is the scheduler plugins' in-memory picture of the fleet: the
+// cluster-to-cluster RTT matrix, each workload's traffic to its peers and from
+// its client clusters, and where each workload's replicas run.
+//
+// A Snapshot is immutable once built. The informer-backed source (package
+// source) rebuilds one when the API objects change and swaps it in
+// atomically; the plugins read it on every Filter/Score call without locks or
+// allocation. Everything is indexed by small integers so that a Score call
+// over 50 peers is a few hundred array reads, not map look-ups.
+//
+// Freshness is checked at call time, not at build time: an estimator that
+// stops writing leaves objects whose validUntil passes without any API event,
+// so a snapshot can never cache "fresh".
+package model
+
+import (
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Key identifies a workload the way Karmada's ResourceBinding does: the
+// namespace of the resource template and the binding name,
+// lower-case "<name>-<kind>".
+type Key struct {
+	Namespace string
+	Name      string
+}
+
+func (k Key) String() string { return k.Namespace + "/" + k.Name }
+
+// BindingName is Karmada's names.GenerateBindingName: lower-case
+// "<name>-<kind>", with ':' replaced by '.' (RBAC names may contain ':', CRD
+// object names may not). Repeated here because the root module never
+// imports Karmada.
+func BindingName(kind, name string) string {
+	if strings.Contains(name, ":") {
+		name = strings.ReplaceAll(name, ":", ".")
+	}
+	return strings.ToLower(name + "-" + kind)
+}
+
+// KeyFor is the Key of the resource template namespace/kind/name.
+func KeyFor(namespace, kind, name string) Key {
+	return Key{Namespace: namespace, Name: BindingName(kind, name)}
+}
+
+// Quantile selects which RTT statistic of a cluster pair is used.
+type Quantile uint8
+
+const (
+	QuantileP50 Quantile = iota
+	QuantileP90
+	QuantileP99
+	QuantileMin
+	numQuantiles
+)
+
+// String is the spelling used in configuration files.
+func (q Quantile) String() string {
+	switch q {
+	case QuantileP50:
+		return "p50"
+	case QuantileP90:
+		return "p90"
+	case QuantileP99:
+		return "p99"
+	case QuantileMin:
+		return "min"
+	}
+	return "unknown"
+}
+
+// ParseQuantile is the inverse of Quantile.String.
+func ParseQuantile(s string) (Quantile, bool) {
+	for q := Quantile(0); q < numQuantiles; q++ {
+		if q.String() == s {
+			return q, true
+		}
+	}
+	return 0, false
+}
+
+// Share is a fraction of a workload's replicas (or of its observed traffic)
+// in one cluster, by cluster index.
+type Share struct {
+	Cluster  int32
+	Fraction float64
+}
+
+// PlacementSource says where a peer's cluster distribution came from.
+type PlacementSource uint8
+
+const (
+	// PlacementUnknown: neither a ResourceBinding with clusters nor observed
+	// traffic says where the peer runs.
+	PlacementUnknown PlacementSource = iota
+	// PlacementBinding: the peer's ResourceBinding spec.clusters (replicas).
+	PlacementBinding
+	// PlacementObserved: the destination clusters of the measured traffic
+	// (a peer that is a plain Service, or has no binding yet).
+	PlacementObserved
+)
+
+// PeerEdge is this workload's traffic to one peer.
+type PeerEdge struct {
+	// Name identifies the peer in reasons ("ns/name-kind" or "svc ns/name").
+	Name string
+	// BytesPerSecond is the rate in both directions.
+	BytesPerSecond float64
+	// Dist is where the peer's replicas are, fractions summing to 1; empty
+	// when unknown.
+	Dist   []Share
+	Source PlacementSource
+}
+
+// ClientEdge is traffic from clients in one cluster to this workload.
+type ClientEdge struct {
+	Cluster        int32
+	BytesPerSecond float64
+}
+
+// Traffic is one WorkloadTraffic object, resolved against the snapshot.
+type Traffic struct {
+	// ValidUntil in Unix nanoseconds (compared on every call).
+	ValidUntil int64
+	Samples    int64
+	Peers      []PeerEdge
+	Clients    []ClientEdge
+	// Totals over Peers and Clients, for the "required peer" threshold.
+	PeerBytesPerSecond   float64
+	ClientBytesPerSecond float64
+}
+
+// Fresh reports whether the traffic data may be used at now (Unix ns).
+func (t *Traffic) Fresh(now int64) bool { return t != nil && now < t.ValidUntil }
+
+// Workload is everything known about one workload.
+type Workload struct {
+	Key Key
+	// Traffic is nil when there is no WorkloadTraffic object.
+	Traffic *Traffic
+	// Placement is from the ResourceBinding's spec.clusters; nil if none.
+	Placement []Share
+	// Budget is the latency budget from the workload's annotation (0: none).
+	Budget time.Duration
+	// BudgetError is set when the annotation was present but unparsable;
+	// the default budget then applies.
+	BudgetError string
+}
+
+// ClusterInfo is what the plugins need of a Karmada Cluster.
+type ClusterInfo struct {
+	Name     string
+	Provider string
+	Region   string
+}
+
+// Snapshot is an immutable model. The zero value and nil are valid empty
+// snapshots (every lookup misses).
+type Snapshot struct {
+	clusters []ClusterInfo
+	index    map[string]int32
+	n        int
+	// rtt[q][src*n+dst] in microseconds, -1 when unknown or below the
+	// sample threshold.
+	rtt [numQuantiles][]int32
+	// rowValidUntil[src] is the source's ClusterLatency validUntil (Unix ns);
+	// 0 when no object exists.
+	rowValidUntil []int64
+	workloads     map[Key]*Workload
+	// BuiltAt is when the snapshot was built (for logs).
+	BuiltAt time.Time
+}
+
+// NumClusters is the size of the cluster index.
+func (s *Snapshot) NumClusters() int {
+	if s == nil {
+		return 0
+	}
+	return s.n
+}
+
+// Clusters lists the indexed clusters in index order.
+func (s *Snapshot) Clusters() []ClusterInfo {
+	if s == nil {
+		return nil
+	}
+	return s.clusters
+}
+
+// ClusterIndex returns the index of a cluster name.
+func (s *Snapshot) ClusterIndex(name string) (int32, bool) {
+	if s == nil {
+		return 0, false
+	}
+	i, ok := s.index[name]
+	return i, ok
+}
+
+// ClusterName is the name at index i.
+func (s *Snapshot) ClusterName(i int32) string { return s.clusters[i].Name }
+
+// Cluster is the info at index i.
+func (s *Snapshot) Cluster(i int32) ClusterInfo { return s.clusters[i] }
+
+// Workload returns the workload for k, or nil.
+func (s *Snapshot) Workload(k Key) *Workload {
+	if s == nil {
+		return nil
+	}
+	return s.workloads[k]
+}
+
+// NumWorkloads is the number of workloads known (with traffic, a binding or
+// an annotation).
+func (s *Snapshot) NumWorkloads() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.workloads)
+}
+
+// RTT returns the RTT in microseconds between clusters a and b at quantile q,
+// using only rows that are fresh at now (Unix ns). RTT is symmetric in
+// practice, so when a's row lacks b (or is stale) b's row is used. For a == b
+// the intra-cluster RTT is returned when measured, and 0 otherwise: staying
+// in one cluster never costs a WAN round trip.
+func (s *Snapshot) RTT(q Quantile, a, b int32, now int64) (int32, bool) {
+	m := s.rtt[q]
+	if now < s.rowValidUntil[a] {
+		if v := m[int(a)*s.n+int(b)]; v >= 0 {
+			return v, true
+		}
+	}
+	if now < s.rowValidUntil[b] {
+		if v := m[int(b)*s.n+int(a)]; v >= 0 {
+			return v, true
+		}
+	}
+	if a == b {
+		return 0, true
+	}
+	return 0, false
+}
+
+// Holder holds the current snapshot for concurrent readers; the zero value
+// holds nil (an empty model).
+type Holder struct{ p atomic.Pointer[Snapshot] }
+
+// Snapshot returns the current snapshot (may be nil).
+func (h *Holder) Snapshot() *Snapshot { return h.p.Load() }
+
+// Store replaces the current snapshot.
+func (h *Holder) Store(s *Snapshot) { h.p.Store(s) }
+
+// RTTView is RTT with the first cluster fixed: the Score and Filter loops
+// look up many pairs from one candidate cluster, so the candidate's row and
+// freshness are resolved once. Same semantics as Snapshot.RTT.
+type RTTView struct {
+	m      []int32
+	valid  []int64
+	row    []int32
+	n      int
+	a      int32
+	aFresh bool
+	now    int64
+}
+
+// RTTFrom returns the view of RTTs from cluster a at quantile q and time now.
+func (s *Snapshot) RTTFrom(q Quantile, a int32, now int64) RTTView {
+	m := s.rtt[q]
+	return RTTView{m: m, valid: s.rowValidUntil, row: m[int(a)*s.n : int(a+1)*s.n], n: s.n, a: a, aFresh: now < s.rowValidUntil[a], now: now}
+}
+
+// To returns the RTT from the view's cluster to b.
+func (v *RTTView) To(b int32) (int32, bool) {
+	if v.aFresh {
+		if r := v.row[b]; r >= 0 {
+			return r, true
+		}
+	}
+	if v.now < v.valid[b] {
+		if r := v.m[int(b)*v.n+int(v.a)]; r >= 0 {
+			return r, true
+		}
+	}
+	if b == v.a {
+		return 0, true
+	}
+	return 0, false
+}

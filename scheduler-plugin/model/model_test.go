@@ -1,0 +1,186 @@
+package model_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/flowplace/flowplace/scheduler-plugin/model"
+	"github.com/flowplace/flowplace/scheduler-plugin/model/modeltest"
+)
+
+var (
+	t0    = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	fresh = t0.Add(time.Minute)
+)
+
+func TestBindingName(t *testing.T) {
+	for _, tc := range []struct{ kind, name, want string }{
+		{"Deployment", "Frontend", "frontend-deployment"},
+		{"ClusterRole", "system:controller", "system.controller-clusterrole"},
+	} {
+		if got := model.BindingName(tc.kind, tc.name); got != tc.want {
+			t.Errorf("BindingName(%s, %s) = %s, want %s", tc.kind, tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestBuild(t *testing.T) {
+	web := model.KeyFor("ns", "Deployment", "web")
+	db := model.KeyFor("ns", "StatefulSet", "db")
+	cm := model.KeyFor("ns", "ConfigMap", "settings")
+	s := model.Build(model.Inputs{
+		Clusters: []model.ClusterInfo{{Name: "b", Region: "r2"}, {Name: "a", Region: "r1"}},
+		Latency: []model.LatencyRow{{Source: "a", ValidUntil: fresh, Peers: []model.PairLatency{
+			{Cluster: "a", MinUs: 100, P50Us: 200, P90Us: 300, P99Us: 400, Samples: 20},
+			{Cluster: "b", MinUs: 9000, P50Us: 10000, P90Us: 11000, P99Us: 15000, Samples: 20},
+			{Cluster: "x", MinUs: 1, P50Us: 2, P90Us: 3, P99Us: 4, Samples: 5},      // too few samples
+			{Cluster: "y", MinUs: 1, P50Us: 20, P90Us: 10, P99Us: 40, Samples: 500}, // quantiles out of order
+		}}},
+		Bindings: []model.BindingInput{
+			{Workload: db, Clusters: []model.ClusterReplicas{{Name: "a", Replicas: 1}, {Name: "b", Replicas: 3}, {Name: "c", Replicas: 0}},
+				Annotations: map[string]string{model.BudgetAnnotation: "40ms"}},
+			{Workload: cm, Clusters: []model.ClusterReplicas{{Name: "a"}, {Name: "b"}}},
+			{Workload: web, Annotations: map[string]string{model.BudgetAnnotation: "90ms"}},
+		},
+		TemplateAnnotations: map[model.Key]map[string]string{
+			web: {model.BudgetAnnotation: "15ms"},
+			db:  {"other": "x"},
+		},
+		Traffic: []model.TrafficInput{{
+			Workload: web, ValidUntil: fresh,
+			Peers: []model.PeerInput{
+				modeltest.Peer(db, 1000, "a", "a"),
+				{Service: "ns/cache", BytesPerSecond: 300, Pairs: []model.PairRate{{From: "a", To: "a", BytesPerSecond: 100}, {From: "a", To: "c", BytesPerSecond: 200}}},
+				{Service: "ns/idle", BytesPerSecond: 0},
+				{Service: "ns/elsewhere", BytesPerSecond: 50},
+			},
+			Clients: []model.ClientInput{{Cluster: "b", BytesPerSecond: 10}, {Cluster: "b", BytesPerSecond: 5}, {Cluster: "z", BytesPerSecond: 1}},
+		}},
+	}, model.BuildOptions{MinSamples: 10})
+
+	var names []string
+	for _, c := range s.Clusters() {
+		names = append(names, c.Name)
+	}
+	// Karmada clusters sorted first, then others in order of appearance.
+	if want := []string{"a", "b", "x", "y", "c", "z"}; !slices.Equal(names, want) {
+		t.Errorf("clusters %v, want %v", names, want)
+	}
+	if s.Cluster(0).Region != "r1" {
+		t.Errorf("cluster info lost: %+v", s.Cluster(0))
+	}
+	idx := func(n string) int32 { i, _ := s.ClusterIndex(n); return i }
+	now := t0.UnixNano()
+	if v, ok := s.RTT(model.QuantileP90, idx("a"), idx("b"), now); !ok || v != 11000 {
+		t.Errorf("RTT a->b p90 = %d %v", v, ok)
+	}
+	if v, ok := s.RTT(model.QuantileP50, idx("b"), idx("a"), now); !ok || v != 10000 {
+		t.Errorf("RTT b->a falls back to a's row: %d %v", v, ok)
+	}
+	if v, ok := s.RTT(model.QuantileMin, idx("a"), idx("a"), now); !ok || v != 100 {
+		t.Errorf("intra-cluster RTT measured: %d %v", v, ok)
+	}
+	if v, ok := s.RTT(model.QuantileP50, idx("b"), idx("b"), now); !ok || v != 0 {
+		t.Errorf("intra-cluster RTT unmeasured is 0: %d %v", v, ok)
+	}
+	for _, c := range []string{"x", "y"} {
+		if _, ok := s.RTT(model.QuantileP50, idx("a"), idx(c), now); ok {
+			t.Errorf("a->%s should be unmeasured", c)
+		}
+	}
+	if _, ok := s.RTT(model.QuantileP50, idx("a"), idx("b"), fresh.UnixNano()); ok {
+		t.Errorf("a->b at validUntil should be stale")
+	}
+
+	wdb := s.Workload(db)
+	if want := []model.Share{{Cluster: idx("a"), Fraction: 0.25}, {Cluster: idx("b"), Fraction: 0.75}}; !slices.Equal(wdb.Placement, want) {
+		t.Errorf("db placement %v, want %v", wdb.Placement, want)
+	}
+	if wdb.Budget != 40*time.Millisecond {
+		t.Errorf("db budget from binding: %v", wdb.Budget)
+	}
+	if p := s.Workload(cm).Placement; len(p) != 2 || p[0].Fraction != 0.5 {
+		t.Errorf("replica-less binding placement %v", p)
+	}
+	w := s.Workload(web)
+	if w.Budget != 15*time.Millisecond {
+		t.Errorf("template annotation wins: %v", w.Budget)
+	}
+	tr := w.Traffic
+	if len(tr.Peers) != 3 || tr.PeerBytesPerSecond != 1350 {
+		t.Fatalf("peers %+v total %v", tr.Peers, tr.PeerBytesPerSecond)
+	}
+	if e := tr.Peers[0]; e.Source != model.PlacementBinding || e.Name != "ns/db-statefulset" || len(e.Dist) != 2 {
+		t.Errorf("peer with binding: %+v", e)
+	}
+	if e := tr.Peers[1]; e.Source != model.PlacementObserved || !slices.Equal(e.Dist, []model.Share{{Cluster: idx("a"), Fraction: 1.0 / 3}, {Cluster: idx("c"), Fraction: 2.0 / 3}}) {
+		t.Errorf("service peer: %+v", e)
+	}
+	if e := tr.Peers[2]; e.Source != model.PlacementUnknown || len(e.Dist) != 0 {
+		t.Errorf("peer without pairs: %+v", e)
+	}
+	if want := []model.ClientEdge{{Cluster: idx("b"), BytesPerSecond: 15}, {Cluster: idx("z"), BytesPerSecond: 1}}; !slices.Equal(tr.Clients, want) || tr.ClientBytesPerSecond != 16 {
+		t.Errorf("clients %v total %v", tr.Clients, tr.ClientBytesPerSecond)
+	}
+	if !tr.Fresh(now) || tr.Fresh(fresh.UnixNano()) {
+		t.Errorf("freshness wrong")
+	}
+}
+
+func TestBadBudgetAnnotation(t *testing.T) {
+	k := model.KeyFor("ns", "Deployment", "web")
+	for _, v := range []string{"fast", "-5ms", "0s"} {
+		s := model.Build(model.Inputs{TemplateAnnotations: map[model.Key]map[string]string{k: {model.BudgetAnnotation: v}}}, model.BuildOptions{})
+		if w := s.Workload(k); w.Budget != 0 || w.BudgetError == "" {
+			t.Errorf("%q: %+v", v, w)
+		}
+	}
+}
+
+func TestNilSnapshot(t *testing.T) {
+	var s *model.Snapshot
+	if s.Workload(model.Key{}) != nil || s.NumClusters() != 0 || s.Clusters() != nil || s.NumWorkloads() != 0 {
+		t.Error("nil snapshot should be empty")
+	}
+	if _, ok := s.ClusterIndex("a"); ok {
+		t.Error("nil snapshot has no clusters")
+	}
+	for _, q := range []string{"min", "p50", "p90", "p99"} {
+		if v, ok := model.ParseQuantile(q); !ok || v.String() != q {
+			t.Errorf("quantile %s", q)
+		}
+	}
+	if _, ok := model.ParseQuantile("p95"); ok {
+		t.Error("p95 accepted")
+	}
+}
+
+// RTTFrom(a).To(b) must agree with RTT(a, b) for every pair, including
+// stale rows, unmeasured pairs and the diagonal.
+func TestRTTViewMatchesRTT(t *testing.T) {
+	rows := modeltest.AWSLatency(fresh)
+	rows[1].ValidUntil = t0.Add(-time.Second) // us-west-2's row is stale
+	rows[2].Peers = rows[2].Peers[:2]         // eu-west-1 measured only two peers
+	rows = rows[:4]                           // ap-northeast-1 has no row
+	s := model.Build(model.Inputs{Clusters: modeltest.AWSClusters(), Latency: rows}, model.BuildOptions{MinSamples: 10})
+	now := t0.UnixNano()
+	for q := range []model.Quantile{model.QuantileMin, model.QuantileP50, model.QuantileP90, model.QuantileP99} {
+		for a := int32(0); a < int32(s.NumClusters()); a++ {
+			v := s.RTTFrom(model.Quantile(q), a, now)
+			for b := int32(0); b < int32(s.NumClusters()); b++ {
+				got, gotOK := v.To(b)
+				want, wantOK := s.RTT(model.Quantile(q), a, b, now)
+				if got != want || gotOK != wantOK {
+					t.Errorf("q%d %s->%s: view %d %v, RTT %d %v", q, s.ClusterName(a), s.ClusterName(b), got, gotOK, want, wantOK)
+				}
+			}
+		}
+	}
+	// ap-northeast-1 -> us-west-2: neither row is usable.
+	apne1, _ := s.ClusterIndex(modeltest.ClusterName("ap-northeast-1"))
+	usw2, _ := s.ClusterIndex(modeltest.ClusterName("us-west-2"))
+	if _, ok := s.RTT(model.QuantileP50, apne1, usw2, now); ok {
+		t.Error("pair with no fresh row reported as measured")
+	}
+}
