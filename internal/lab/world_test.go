@@ -149,3 +149,48 @@ func TestSweepLeftovers(t *testing.T) {
 		t.Errorf("leftover cgroup %s still there (%v)", dead, err)
 	}
 }
+
+// The agents' exports, aggregated the way the estimator does, give the
+// injected RTT from each cluster to every cluster it calls (the estimator
+// measures a pair from its client side).
+func TestCollectorMeasuresInjectedRTT(t *testing.T) {
+	probetest.RequireKernel(t)
+	topology.Require(t)
+	prof, err := DefaultProfile(3, 0.1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	col, err := StartCollector(time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(col.Close)
+	w, err := NewWorld(ctx, Options{Profile: prof, App: demo.Shop(), Executable: buildCLI(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	// Spread the shop so that every cluster calls every other one.
+	place := map[string]string{"frontend": "us-east-1", "catalog": "eu-west-1", "cart": "ap-northeast-1",
+		"recommend": "eu-west-1", "checkout": "us-east-1", "pricing": "us-east-1", "inventory": "eu-west-1"}
+	if err := w.Place(ctx, place); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.StartAgents(ctx, col.Endpoint(), 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Load(ctx, 3*time.Second, map[string]float64{"us-east-1": 10, "eu-west-1": 10, "ap-northeast-1": 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.FlushAgents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, pair := range [][2]string{{"us-east-1", "eu-west-1"}, {"us-east-1", "ap-northeast-1"}, {"ap-northeast-1", "us-east-1"}, {"ap-northeast-1", "eu-west-1"}} {
+		ms, samples := col.MeasuredRTT(pair[0], pair[1])
+		want := float64(prof.Injected(pair[0], pair[1]).Microseconds()) / 1e3
+		if samples == 0 || ms != ms || ms < want-2 || ms > want+2 {
+			t.Errorf("%s -> %s: measured p50 %.2f ms over %.0f samples, injected %.2f ms", pair[0], pair[1], ms, samples, want)
+		}
+	}
+}
