@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 GOFLAGS_TEST ?= -count=1 -timeout 20m
 
-.PHONY: all build test vet fmt-check generate generate-deps bench-probe bench-agent observe clean
+.PHONY: all build test vet fmt-check generate generate-deps bench-probe bench-agent observe lab clean
 
 all: build
 
@@ -41,6 +41,11 @@ bench-probe:
 
 observe:
 	$(GO) run ./cmd/flowplace observe
+
+# The whole loop on this machine: clusters, demo app, agents, estimator,
+# plugins; before/after report. Needs root.
+lab:
+	$(GO) run ./cmd/flowplace lab
 
 clean:
 	rm -rf bin/

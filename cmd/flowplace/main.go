@@ -33,7 +33,7 @@ func newRootCommand() *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%s: %w (see '%s --help')", c.Name(), err, c.CommandPath())
 	})
-	root.AddCommand(newObserveCommand(), newLabServiceCommand())
+	root.AddCommand(newLabCommand(), newObserveCommand(), newLabServiceCommand())
 	return root
 }
 

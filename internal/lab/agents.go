@@ -190,3 +190,11 @@ func (w *World) stopAgentsLocked() error {
 	clear(w.resolvers)
 	return errors.Join(errs...)
 }
+
+// StopAgents stops every agent after a final poll and flush, and detaches
+// their probes.
+func (w *World) StopAgents() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stopAgentsLocked()
+}

@@ -37,14 +37,14 @@ type Capacity map[string]int
 // Karmada's scheduler does when every score is equal: among clusters with
 // room, the one with the most available replicas, then by name.
 func KarmadaDefault(app *demo.App, clusters []string, capacity Capacity) (map[string]string, error) {
-	return PlaceInOrder(app, clusters, capacity, func(string, []string) map[string]int64 { return nil })
+	return PlaceInOrder(app, clusters, capacity, func(string, []string, map[string]string) map[string]int64 { return nil })
 }
 
 // PlaceInOrder places services in Order, choosing for each the cluster
 // Karmada's SelectClusters would pick from the scores score returns: highest
 // score, then most available replicas, then name. score sees the candidate
 // clusters with room; a nil map means all scores are equal.
-func PlaceInOrder(app *demo.App, clusters []string, capacity Capacity, score func(service string, candidates []string) map[string]int64) (map[string]string, error) {
+func PlaceInOrder(app *demo.App, clusters []string, capacity Capacity, score func(service string, candidates []string, placed map[string]string) map[string]int64) (map[string]string, error) {
 	free := map[string]int{}
 	for _, c := range clusters {
 		free[c] = capacity[c]
@@ -60,7 +60,7 @@ func PlaceInOrder(app *demo.App, clusters []string, capacity Capacity, score fun
 		if len(cands) == 0 {
 			return nil, fmt.Errorf("lab: no cluster has room for %s", svc)
 		}
-		scores := score(svc, cands)
+		scores := score(svc, cands, place)
 		slices.SortFunc(cands, func(a, b string) int {
 			if scores[a] != scores[b] {
 				if scores[a] > scores[b] {

@@ -35,7 +35,7 @@ func TestKarmadaDefaultSpreadsByAvailabilityThenName(t *testing.T) {
 
 func TestPlaceInOrderFollowsScores(t *testing.T) {
 	clusters := []string{"us-east-1", "eu-west-1"}
-	place, err := PlaceInOrder(demo.Shop(), clusters, Capacity{"us-east-1": 4, "eu-west-1": 4}, func(_ string, cands []string) map[string]int64 {
+	place, err := PlaceInOrder(demo.Shop(), clusters, Capacity{"us-east-1": 4, "eu-west-1": 4}, func(string, []string, map[string]string) map[string]int64 {
 		return map[string]int64{"us-east-1": 100, "eu-west-1": 10}
 	})
 	if err != nil {

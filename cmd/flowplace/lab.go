@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flowplace/flowplace/internal/lab"
+	"github.com/flowplace/flowplace/internal/lab/ui"
+)
+
+type labOptions struct {
+	duration time.Duration
+	clusters int
+	profile  string
+	scale    float64
+	output   string
+	uiPort   int
+	rate     float64
+}
+
+func newLabCommand() *cobra.Command {
+	o := labOptions{}
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "Run the whole flowplace loop on this machine and show placement getting better",
+		Long: `flowplace lab builds clusters named after cloud regions as network namespaces,
+far apart by published inter-region RTTs (scaled by --scale), runs a 7-service
+shop as real processes with client load from every region, and runs
+flowplace on it: one eBPF agent per cluster, the estimator's aggregation, and
+the scheduler plugins' Filter + Score.
+
+It first measures the shop placed the way Karmada places it without flowplace
+(cluster spread constraint maxGroups: 1, equal scores, finite capacity), then
+re-places it where flowplace's plugins put it, measures again, and reports
+both. Everything is torn down at the end, on Ctrl-C, and by the next run if
+one was killed. Needs root and a kernel with BTF.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runLab(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&o.duration, "duration", 40*time.Second, "measured time, split between the two placements")
+	f.IntVar(&o.clusters, "clusters", 3, fmt.Sprintf("clusters of the default profile (2 to %d)", lab.MaxClusters))
+	f.StringVar(&o.profile, "profile", "", "LabProfile YAML with clusters and RTTs (replaces the default profile)")
+	f.Float64Var(&o.scale, "scale", 0.1, "scale of the default profile's published RTTs (0 to 1]")
+	f.StringVarP(&o.output, "output", "o", "table", "report format: table or json")
+	f.IntVar(&o.uiPort, "ui-port", 0, "serve the live dashboard on 127.0.0.1:PORT (0: off)")
+	f.Float64Var(&o.rate, "rate", 5, "entry requests per second from each cluster")
+	return cmd
+}
+
+func (o *labOptions) resolve() (*lab.Profile, error) {
+	switch {
+	case o.output != "table" && o.output != "json":
+		return nil, fmt.Errorf("lab: --output %q: must be table or json", o.output)
+	case o.uiPort < 0 || o.uiPort > 65535:
+		return nil, fmt.Errorf("lab: --ui-port %d: not a port", o.uiPort)
+	case o.rate <= 0 || o.rate > 100:
+		return nil, fmt.Errorf("lab: --rate %g: want (0, 100] requests per second", o.rate)
+	}
+	if o.profile != "" {
+		return lab.LoadProfile(o.profile)
+	}
+	p, err := lab.DefaultProfile(o.clusters, o.scale)
+	if err != nil {
+		return nil, fmt.Errorf("lab: --clusters/--scale: %w", err)
+	}
+	return p, nil
+}
+
+func runLab(ctx context.Context, stdout, stderr io.Writer, o labOptions) error {
+	prof, err := o.resolve()
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("lab: own executable: %w", err)
+	}
+	opts := lab.RunOptions{Profile: prof, Duration: o.duration, RatePerCluster: o.rate, Executable: exe, Progress: stderr}
+	// Everything that can be wrong with the input or the machine is found
+	// before the machine is changed.
+	if err := lab.Preflight(&opts); err != nil {
+		return err
+	}
+	if o.uiPort != 0 {
+		var mu sync.Mutex
+		current := ui.State{Phase: "starting", Updated: time.Now(), Clusters: prof.ClusterNames()}
+		opts.OnState = func(s ui.State) {
+			mu.Lock()
+			current = s
+			mu.Unlock()
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", o.uiPort))
+		if err != nil {
+			return fmt.Errorf("lab: dashboard: %w", err)
+		}
+		srv := &http.Server{Handler: ui.Handler(func() ui.State {
+			mu.Lock()
+			defer mu.Unlock()
+			return current
+		}), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		fmt.Fprintf(stderr, "lab: dashboard on http://%s/\n", ln.Addr())
+	}
+	rep, err := lab.Run(ctx, opts)
+	if err != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return errors.New("lab: interrupted; everything was torn down")
+		}
+		return err
+	}
+	if o.output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	printReport(stdout, rep)
+	return nil
+}
+
+func printReport(out io.Writer, r *lab.Report) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLUSTER RTT, measured p50 (injected), ms")
+	fmt.Fprintf(tw, "from \\ to\t%s\t\n", strings.Join(r.Clusters, "\t"))
+	for _, a := range r.Clusters {
+		row := []string{a}
+		for _, b := range r.Clusters {
+			cell := "0"
+			for _, c := range r.RTT {
+				if c.From == a && c.To == b {
+					if c.MeasuredMs > 0 {
+						cell = fmt.Sprintf("%.1f (%.1f)", c.MeasuredMs, c.InjectedMs)
+					} else {
+						cell = fmt.Sprintf("- (%.1f)", c.InjectedMs)
+					}
+				}
+			}
+			row = append(row, cell)
+		}
+		fmt.Fprintf(tw, "%s\t\n", strings.Join(row, "\t"))
+	}
+	fmt.Fprintf(tw, "largest error vs injected: %.2f ms\n\n", r.MeasuredRTTMaxErrorMs)
+
+	fmt.Fprintln(tw, "TOP SERVICE TRAFFIC (starting placement)")
+	fmt.Fprintln(tw, "from\tto\tclusters\tKiB/s\t")
+	for i, e := range r.Traffic {
+		if i == 8 {
+			break
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s -> %s\t%.0f\t\n", e.From, e.To, e.FromCluster, e.ToCluster, e.BytesPerSecond/1024)
+	}
+	fmt.Fprintln(tw)
+
+	fmt.Fprintln(tw, "PLACEMENT (scores 0-100 from TrafficLocality)")
+	fmt.Fprintf(tw, "workload\tKarmada default\tflowplace\t%s\t\n", strings.Join(r.Clusters, "\t"))
+	for _, p := range r.Placement {
+		row := []string{p.Workload, r.Before.Placement[p.Workload], p.Recommended}
+		for _, c := range r.Clusters {
+			if s, ok := p.Scores[c]; ok {
+				row = append(row, fmt.Sprint(s))
+			} else {
+				row = append(row, "-")
+			}
+		}
+		fmt.Fprintf(tw, "%s\t\n", strings.Join(row, "\t"))
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "MEASURED\tKarmada default\tflowplace\tafter/before\t")
+	fmt.Fprintf(tw, "cross-cluster KiB/s\t%.0f\t%.0f\t%.3f\t\n", r.Before.CrossClusterBytesPerSecond/1024, r.After.CrossClusterBytesPerSecond/1024, r.CrossClusterBytesRatio)
+	fmt.Fprintf(tw, "client mean ms\t%.1f\t%.1f\t%.3f\t\n", r.Before.MeanMs, r.After.MeanMs, r.MeanLatencyRatio)
+	fmt.Fprintf(tw, "client p50 ms\t%.1f\t%.1f\t\t\n", r.Before.P50Ms, r.After.P50Ms)
+	fmt.Fprintf(tw, "client p99 ms\t%.1f\t%.1f\t\t\n", r.Before.P99Ms, r.After.P99Ms)
+	tw.Flush()
+	if len(r.Placement) > 0 {
+		fmt.Fprintln(out, "\nwhy (flowplace's choice for each workload):")
+		for _, p := range r.Placement {
+			fmt.Fprintf(out, "  %s\n", p.Reasons[p.Recommended])
+		}
+	}
+}

@@ -1,0 +1,264 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/flowplace/flowplace/estimator/aggregate"
+	"github.com/flowplace/flowplace/internal/lab/demo"
+	"github.com/flowplace/flowplace/internal/lab/ui"
+	"github.com/flowplace/flowplace/internal/probe"
+)
+
+// RunOptions configure a lab run.
+type RunOptions struct {
+	Profile        *Profile
+	Duration       time.Duration // split between the two measured phases
+	RatePerCluster float64       // entry requests per second from each cluster
+	Executable     string
+	Progress       io.Writer
+	// OnState, if set, receives the dashboard's state as the run goes.
+	OnState func(ui.State)
+}
+
+// Report is what a run found. The three top-level numbers are what CI and
+// users compare.
+type Report struct {
+	Clusters []string `json:"clusters"`
+	// MeasuredRTTMaxErrorMs is the largest |measured - injected| over the
+	// cluster pairs that carried traffic (measured: p50 of the estimator's
+	// merged RTT distribution).
+	MeasuredRTTMaxErrorMs float64 `json:"measured_rtt_max_error_ms"`
+	// CrossClusterBytesRatio and MeanLatencyRatio are after/before.
+	CrossClusterBytesRatio float64          `json:"cross_cluster_bytes_ratio"`
+	MeanLatencyRatio       float64          `json:"mean_latency_ratio"`
+	RTT                    []ui.RTTCell     `json:"rtt"`
+	Traffic                []ui.TrafficEdge `json:"traffic"`
+	Placement              []ui.Placement   `json:"placement"`
+	Before                 Phase            `json:"before"`
+	After                  Phase            `json:"after"`
+	Elapsed                float64          `json:"elapsed_s"`
+}
+
+// Phase is one measured placement.
+type Phase struct {
+	Placement                  map[string]string `json:"placement"`
+	CrossClusterBytesPerSecond float64           `json:"cross_cluster_bytes_per_second"`
+	Requests                   int               `json:"requests"`
+	MeanMs                     float64           `json:"mean_ms"`
+	P50Ms                      float64           `json:"p50_ms"`
+	P99Ms                      float64           `json:"p99_ms"`
+}
+
+// Preflight checks, before anything on the machine changes, that a run can
+// work here.
+func Preflight(opts *RunOptions) error {
+	if opts.Profile == nil {
+		return errors.New("lab: no profile")
+	}
+	if err := opts.Profile.Validate(); err != nil {
+		return err
+	}
+	if opts.Duration < 10*time.Second {
+		return fmt.Errorf("lab: --duration %s: at least 10s (two measured phases)", opts.Duration)
+	}
+	return probe.CheckKernel()
+}
+
+// Run builds the world, measures the shop placed the way Karmada places it
+// without flowplace, re-places it where flowplace's plugins put it, measures
+// again, and tears everything down.
+func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
+	if err := Preflight(&opts); err != nil {
+		return nil, err
+	}
+	if opts.RatePerCluster <= 0 {
+		opts.RatePerCluster = 5
+	}
+	start := time.Now()
+	app := demo.Shop()
+	clusters := opts.Profile.ClusterNames()
+	capacity := Capacity{}
+	for _, c := range clusters {
+		// No cluster can hold the whole shop: placement has to choose.
+		capacity[c] = (len(app.Services)+len(clusters)-1)/len(clusters) + 1
+	}
+	w, err := NewWorld(ctx, Options{Profile: opts.Profile, App: app, Executable: opts.Executable, Progress: opts.Progress})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := w.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	rep := &Report{Clusters: clusters}
+	state := ui.State{Clusters: clusters}
+	publish := func(phase string) {
+		state.Phase, state.Updated = phase, time.Now()
+		if opts.OnState != nil {
+			opts.OnState(state)
+		}
+		w.progress("%s", phase)
+	}
+	for _, a := range clusters {
+		for _, b := range clusters {
+			if a != b {
+				state.RTT = append(state.RTT, ui.RTTCell{From: a, To: b, InjectedMs: ms(opts.Profile.Injected(a, b))})
+			}
+		}
+	}
+
+	before, err := KarmadaDefault(app, clusters, capacity)
+	if err != nil {
+		return nil, err
+	}
+	phaseDur := opts.Duration / 2
+	publish(fmt.Sprintf("measuring Karmada's default placement for %s", phaseDur))
+	snapBefore, phBefore, err := measure(ctx, w, before, phaseDur, opts.RatePerCluster)
+	rep.Before = phBefore
+	if err != nil {
+		return nil, err
+	}
+	state.Latency = append(state.Latency, ui.Latency{Phase: "before", MeanMs: rep.Before.MeanMs, P50Ms: rep.Before.P50Ms, P99Ms: rep.Before.P99Ms})
+	// The matrix: p50 of the merged distribution per pair that carried traffic.
+	for i := range state.RTT {
+		c := &state.RTT[i]
+		if row, ok := snapBefore.Latency[ClusterUID(c.From)]; ok {
+			if st, ok := row[ClusterUID(c.To)]; ok && st.Samples > 0 {
+				c.MeasuredMs, c.Samples = st.P50*1e3, int64(st.Samples)
+				rep.MeasuredRTTMaxErrorMs = math.Max(rep.MeasuredRTTMaxErrorMs, math.Abs(c.MeasuredMs-c.InjectedMs))
+			}
+		}
+	}
+	state.Traffic = traffic(snapBefore, before)
+	publish("computing flowplace's placement")
+
+	after, scored, err := Recommend(app, snapBefore, clusters, capacity, before)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range Order(app) {
+		state.Placement = append(state.Placement, ui.Placement{Workload: s, Current: before[s], Recommended: after[s],
+			Scores: scored[s].Scores, Reasons: scored[s].Reasons})
+	}
+	publish(fmt.Sprintf("measuring flowplace's placement for %s", phaseDur))
+	_, rep.After, err = measure(ctx, w, after, phaseDur, opts.RatePerCluster)
+	if err != nil {
+		return nil, err
+	}
+	state.Latency = append(state.Latency, ui.Latency{Phase: "after", MeanMs: rep.After.MeanMs, P50Ms: rep.After.P50Ms, P99Ms: rep.After.P99Ms})
+	for i := range state.Placement {
+		state.Placement[i].Current = after[state.Placement[i].Workload]
+	}
+	publish("done")
+
+	rep.RTT, rep.Traffic, rep.Placement = state.RTT, state.Traffic, state.Placement
+	rep.CrossClusterBytesRatio = ratio(rep.After.CrossClusterBytesPerSecond, rep.Before.CrossClusterBytesPerSecond)
+	rep.MeanLatencyRatio = ratio(rep.After.MeanMs, rep.Before.MeanMs)
+	rep.Elapsed = time.Since(start).Seconds()
+	return rep, nil
+}
+
+// measure places the shop, runs client load with fresh agents and a fresh
+// estimator aggregate, and returns what they measured.
+func measure(ctx context.Context, w *World, place map[string]string, d time.Duration, rate float64) (*aggregate.Snapshot, Phase, error) {
+	ph := Phase{Placement: place}
+	if err := w.Place(ctx, place); err != nil {
+		return nil, ph, err
+	}
+	col, err := StartCollector(d)
+	if err != nil {
+		return nil, ph, err
+	}
+	defer col.Close()
+	if err := w.StartAgents(ctx, col.Endpoint(), time.Second); err != nil {
+		return nil, ph, err
+	}
+	weights := map[string]float64{}
+	for _, c := range w.topo.Clusters() {
+		weights[c.Name] = rate
+	}
+	res, err := w.Load(ctx, d, weights)
+	if err != nil {
+		w.StopAgents()
+		return nil, ph, err
+	}
+	// The final poll and flush land in the collector.
+	if err := w.StopAgents(); err != nil {
+		return nil, ph, err
+	}
+	snap := col.Snapshot()
+	ph.CrossClusterBytesPerSecond = crossClusterBytes(snap)
+	for _, n := range res.Requests {
+		ph.Requests += n
+	}
+	ph.MeanMs, ph.P50Ms, ph.P99Ms = ms(res.Mean()), ms(res.Quantile(0.5)), ms(res.Quantile(0.99))
+	return snap, ph, nil
+}
+
+// crossClusterBytes sums the measured bytes/s of every flow whose two ends
+// are in different clusters: service to service (client side, so each
+// connection counts once) and clients to the entry (server side: the load
+// generators are not probed).
+func crossClusterBytes(s *aggregate.Snapshot) float64 {
+	var total float64
+	for _, stat := range s.Traffic {
+		for _, pairs := range stat.Peers {
+			for pair, r := range pairs {
+				if pair.Src != pair.Dst {
+					total += r.BytesPerSecond
+				}
+			}
+		}
+		for pair, r := range stat.Clients {
+			if pair.Src != pair.Dst && len(stat.Peers) > 0 {
+				total += r.BytesPerSecond
+			}
+		}
+	}
+	return total
+}
+
+func traffic(s *aggregate.Snapshot, place map[string]string) []ui.TrafficEdge {
+	var out []ui.TrafficEdge
+	for w, stat := range s.Traffic {
+		for peer, pairs := range stat.Peers {
+			if peer.Name == "" {
+				continue
+			}
+			var b float64
+			for _, r := range pairs {
+				b += r.BytesPerSecond
+			}
+			out = append(out, ui.TrafficEdge{From: w.Name, To: peer.Name, FromCluster: place[w.Name], ToCluster: place[peer.Name], BytesPerSecond: math.Round(b)})
+		}
+	}
+	slices.SortFunc(out, func(a, b ui.TrafficEdge) int {
+		if a.BytesPerSecond != b.BytesPerSecond {
+			if a.BytesPerSecond > b.BytesPerSecond {
+				return -1
+			}
+			return 1
+		}
+		if a.From+a.To < b.From+b.To {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
+
+func ratio(after, before float64) float64 {
+	if before == 0 {
+		return math.NaN()
+	}
+	return math.Round(after/before*1000) / 1000
+}
