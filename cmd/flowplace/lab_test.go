@@ -2,11 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/flowplace/flowplace/internal/probe/probetest"
 )
@@ -81,5 +84,79 @@ func TestLabJSONReport(t *testing.T) {
 	}
 	if live, _ := filepath.Glob("/run/netns/fplab*"); len(live) > 0 {
 		t.Errorf("namespaces left behind: %v", live)
+	}
+}
+
+// The dashboard of a running lab, in headless Chromium: it shows the lab's
+// clusters and services and follows the run from phase to phase.
+func TestLabDashboardInChromium(t *testing.T) {
+	probetest.RequireKernel(t)
+	browser, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("FLOWPLACE_REQUIRE_BROWSER") == "1" {
+			t.Fatal("no chromium (.ci/run installs it)")
+		}
+		t.Skip("skipping: no chromium on PATH")
+	}
+	port := "18931"
+	cmd := exec.Command(binary, "lab", "--duration", "20s", "--ui-port", port)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		<-done
+	})
+	url := "http://127.0.0.1:" + port + "/"
+	phase := func() string {
+		resp, err := http.Get(url + "api/state")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		var s struct{ Phase string }
+		json.NewDecoder(resp.Body).Decode(&s)
+		return s.Phase
+	}
+	waitPhase := func(prefix string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !strings.HasPrefix(phase(), prefix) {
+			if time.Now().After(deadline) {
+				t.Fatalf("lab never reached %q (now %q): %s", prefix, phase(), stderr.String())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	dom := func() string {
+		t.Helper()
+		out, err := exec.Command(browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+			"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir="+t.TempDir(),
+			"--virtual-time-budget=2000", "--dump-dom", url).Output()
+		if err != nil {
+			t.Fatalf("chromium: %v", err)
+		}
+		return string(out)
+	}
+	waitPhase("[2/4]")
+	first := dom()
+	for _, want := range []string{"us-east-1", "eu-west-1", "ap-northeast-1", "[2/4] measuring"} {
+		if !strings.Contains(first, want) {
+			t.Errorf("dashboard while measuring lacks %q; phase: %s", want, first[strings.Index(first, `id="phase"`):][:200])
+		}
+	}
+	waitPhase("[4/4]")
+	second := dom()
+	for _, want := range []string{`data-service="frontend"`, `data-service="catalog"`, `data-workload="recommend"`, "[4/4] measuring"} {
+		if !strings.Contains(second, want) {
+			t.Errorf("dashboard after re-placement lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("DOM:\n%s", second)
 	}
 }

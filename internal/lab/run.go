@@ -119,7 +119,7 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 		return nil, err
 	}
 	phaseDur := opts.Duration / 2
-	publish(fmt.Sprintf("measuring Karmada's default placement for %s", phaseDur))
+	publish(fmt.Sprintf("[2/4] measuring Karmada's default placement for %s", phaseDur))
 	snapBefore, phBefore, err := measure(ctx, w, before, phaseDur, opts.RatePerCluster)
 	rep.Before = phBefore
 	if err != nil {
@@ -137,7 +137,7 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 		}
 	}
 	state.Traffic = traffic(snapBefore, before)
-	publish("computing flowplace's placement")
+	publish("[3/4] computing flowplace's placement from the measurements")
 
 	after, scored, err := Recommend(app, snapBefore, clusters, capacity, before)
 	if err != nil {
@@ -147,7 +147,7 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 		state.Placement = append(state.Placement, ui.Placement{Workload: s, Current: before[s], Recommended: after[s],
 			Scores: scored[s].Scores, Reasons: scored[s].Reasons})
 	}
-	publish(fmt.Sprintf("measuring flowplace's placement for %s", phaseDur))
+	publish(fmt.Sprintf("[4/4] measuring flowplace's placement for %s", phaseDur))
 	_, rep.After, err = measure(ctx, w, after, phaseDur, opts.RatePerCluster)
 	if err != nil {
 		return nil, err
@@ -156,7 +156,7 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 	for i := range state.Placement {
 		state.Placement[i].Current = after[state.Placement[i].Workload]
 	}
-	publish("done")
+	publish(fmt.Sprintf("done in %s", time.Since(start).Round(time.Second)))
 
 	rep.RTT, rep.Traffic, rep.Placement = state.RTT, state.Traffic, state.Placement
 	rep.CrossClusterBytesRatio = ratio(rep.After.CrossClusterBytesPerSecond, rep.Before.CrossClusterBytesPerSecond)

@@ -85,7 +85,7 @@ func NewWorld(ctx context.Context, opts Options) (_ *World, err error) {
 			rtt[topology.Pair{A: a, B: b}] = opts.Profile.Injected(a, b)
 		}
 	}
-	w.progress("creating %d clusters behind the WAN hub", len(names))
+	w.progress("[1/4] creating %d clusters behind the WAN hub", len(names))
 	// Immediate ACKs: with delayed ACKs a request/response RTT sample also
 	// holds how long the peer took to answer, which here includes its own
 	// downstream calls.
