@@ -135,7 +135,7 @@ func runLab(ctx context.Context, stdout, stderr io.Writer, o labOptions) error {
 
 func printReport(out io.Writer, r *lab.Report) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLUSTER RTT, measured p50 (injected), ms")
+	fmt.Fprintln(tw, "CLUSTER RTT, measured mean (injected), ms")
 	fmt.Fprintf(tw, "from \\ to\t%s\t\n", strings.Join(r.Clusters, "\t"))
 	for _, a := range r.Clusters {
 		row := []string{a}

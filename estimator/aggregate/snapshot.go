@@ -20,6 +20,7 @@ type Snapshot struct {
 // pair; quantiles in seconds, samples decayed.
 type PairStat struct {
 	Min, P50, P90, P99 float64
+	Mean               float64 // from the merged buckets, within 2.2%
 	Samples            float64
 	LastSeen           time.Time
 }
@@ -86,7 +87,7 @@ func (a *Aggregator) Snapshot() *Snapshot {
 		}
 		st := PairStat{
 			P50: h.quantile(0.5), P90: h.quantile(0.9), P99: h.quantile(0.99),
-			Samples: n, LastSeen: unixSeconds(lastSeen),
+			Mean: h.mean(), Samples: n, LastSeen: unixSeconds(lastSeen),
 		}
 		st.Min = math.Min(h.min(math.Min(0.5, n/100)), st.P50)
 		if snap.Latency[pk.Src] == nil {

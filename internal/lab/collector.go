@@ -49,7 +49,7 @@ func (c *Collector) Snapshot() *aggregate.Snapshot { return c.agg.Snapshot() }
 // Close stops the receiver.
 func (c *Collector) Close() { c.srv.Stop() }
 
-// MeasuredRTT returns the measured p50 RTT from cluster a to cluster b, in
+// MeasuredRTT returns the measured mean RTT from cluster a to cluster b, in
 // milliseconds, and the decayed sample count; NaN when unmeasured.
 func (c *Collector) MeasuredRTT(a, b string) (ms, samples float64) {
 	row, ok := c.agg.Snapshot().Latency[ClusterUID(a)]
@@ -60,7 +60,7 @@ func (c *Collector) MeasuredRTT(a, b string) (ms, samples float64) {
 	if !ok {
 		return math.NaN(), 0
 	}
-	return st.P50 * 1e3, st.Samples
+	return st.Mean * 1e3, st.Samples
 }
 
 // ClusterOfUID is the inverse of ClusterUID.

@@ -31,8 +31,8 @@ type RunOptions struct {
 type Report struct {
 	Clusters []string `json:"clusters"`
 	// MeasuredRTTMaxErrorMs is the largest |measured - injected| over the
-	// cluster pairs that carried traffic (measured: p50 of the estimator's
-	// merged RTT distribution).
+	// cluster pairs that carried traffic (measured: mean of the estimator's
+	// merged RTT distribution of the pair).
 	MeasuredRTTMaxErrorMs float64 `json:"measured_rtt_max_error_ms"`
 	// CrossClusterBytesRatio and MeanLatencyRatio are after/before.
 	CrossClusterBytesRatio float64          `json:"cross_cluster_bytes_ratio"`
@@ -126,12 +126,12 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 		return nil, err
 	}
 	state.Latency = append(state.Latency, ui.Latency{Phase: "before", MeanMs: rep.Before.MeanMs, P50Ms: rep.Before.P50Ms, P99Ms: rep.Before.P99Ms})
-	// The matrix: p50 of the merged distribution per pair that carried traffic.
+	// The matrix: mean RTT of each pair that carried traffic.
 	for i := range state.RTT {
 		c := &state.RTT[i]
 		if row, ok := snapBefore.Latency[ClusterUID(c.From)]; ok {
 			if st, ok := row[ClusterUID(c.To)]; ok && st.Samples > 0 {
-				c.MeasuredMs, c.Samples = st.P50*1e3, int64(st.Samples)
+				c.MeasuredMs, c.Samples = st.Mean*1e3, int64(st.Samples)
 				rep.MeasuredRTTMaxErrorMs = math.Max(rep.MeasuredRTTMaxErrorMs, math.Abs(c.MeasuredMs-c.InjectedMs))
 			}
 		}

@@ -190,7 +190,7 @@ func TestCollectorMeasuresInjectedRTT(t *testing.T) {
 		ms, samples := col.MeasuredRTT(pair[0], pair[1])
 		want := float64(prof.Injected(pair[0], pair[1]).Microseconds()) / 1e3
 		if samples == 0 || ms != ms || ms < want-2 || ms > want+2 {
-			t.Errorf("%s -> %s: measured p50 %.2f ms over %.0f samples, injected %.2f ms", pair[0], pair[1], ms, samples, want)
+			t.Errorf("%s -> %s: measured mean %.2f ms over %.0f samples, injected %.2f ms", pair[0], pair[1], ms, samples, want)
 		}
 	}
 }
