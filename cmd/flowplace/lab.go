@@ -28,6 +28,7 @@ type labOptions struct {
 	output   string
 	uiPort   int
 	rate     float64
+	withAPI  bool
 }
 
 func newLabCommand() *cobra.Command {
@@ -59,6 +60,7 @@ one was killed. Needs root and a kernel with BTF.`,
 	f.StringVarP(&o.output, "output", "o", "table", "report format: table or json")
 	f.IntVar(&o.uiPort, "ui-port", 0, "serve the live dashboard on 127.0.0.1:PORT (0: off)")
 	f.Float64Var(&o.rate, "rate", 5, "entry requests per second from each cluster")
+	f.BoolVar(&o.withAPI, "with-apiserver", false, "run the real estimator publishing into a real Karmada host API server (built from Go modules on first use, ~9 min)")
 	return cmd
 }
 
@@ -90,7 +92,7 @@ func runLab(ctx context.Context, stdout, stderr io.Writer, o labOptions) error {
 	if err != nil {
 		return fmt.Errorf("lab: own executable: %w", err)
 	}
-	opts := lab.RunOptions{Profile: prof, Duration: o.duration, RatePerCluster: o.rate, Executable: exe, Progress: stderr}
+	opts := lab.RunOptions{Profile: prof, Duration: o.duration, RatePerCluster: o.rate, Executable: exe, Progress: stderr, WithAPIServer: o.withAPI}
 	// Everything that can be wrong with the input or the machine is found
 	// before the machine is changed.
 	if err := lab.Preflight(&opts); err != nil {
@@ -186,6 +188,10 @@ func printReport(out io.Writer, r *lab.Report) {
 	fmt.Fprintf(tw, "client p50 ms\t%.1f\t%.1f\t\t\n", r.Before.P50Ms, r.After.P50Ms)
 	fmt.Fprintf(tw, "client p99 ms\t%.1f\t%.1f\t\t\n", r.Before.P99Ms, r.After.P99Ms)
 	tw.Flush()
+	if r.Published != nil {
+		fmt.Fprintf(out, "\nestimator objects in the API server: %d ClusterLatency, %d WorkloadTraffic\n",
+			r.Published.ClusterLatencies, r.Published.WorkloadTraffics)
+	}
 	if len(r.Placement) > 0 {
 		fmt.Fprintln(out, "\nwhy (flowplace's choice for each workload):")
 		for _, p := range r.Placement {

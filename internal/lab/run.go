@@ -24,6 +24,10 @@ type RunOptions struct {
 	Progress       io.Writer
 	// OnState, if set, receives the dashboard's state as the run goes.
 	OnState func(ui.State)
+	// WithAPIServer runs the real estimator publishing into a real Karmada
+	// host API server (built from Go modules by the test harness; the first
+	// run builds it) for the first phase.
+	WithAPIServer bool
 }
 
 // Report is what a run found. The three top-level numbers are what CI and
@@ -41,8 +45,11 @@ type Report struct {
 	Traffic                []ui.TrafficEdge `json:"traffic"`
 	Placement              []ui.Placement   `json:"placement"`
 	Before                 Phase            `json:"before"`
-	After                  Phase            `json:"after"`
-	Elapsed                float64          `json:"elapsed_s"`
+	// Published counts the estimator\'s objects in the API server
+	// (WithAPIServer); each passed the API server\'s schema validation.
+	Published *Published `json:"published,omitempty"`
+	After     Phase      `json:"after"`
+	Elapsed   float64    `json:"elapsed_s"`
 }
 
 // Phase is one measured placement.
@@ -120,11 +127,43 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 	}
 	phaseDur := opts.Duration / 2
 	publish(fmt.Sprintf("[2/4] measuring Karmada's default placement for %s", phaseDur))
-	snapBefore, phBefore, err := measure(ctx, w, before, phaseDur, opts.RatePerCluster)
+	var snk sink
+	if opts.WithAPIServer {
+		publish("[2/4] starting a Karmada API server and the estimator")
+		a, err := startAPIServerEstimator(ctx, app, clusters, before)
+		if err != nil {
+			return nil, err
+		}
+		defer a.stop()
+		snk = sink{endpoint: a.est.OTLPAddr().String(), snapshot: a.est.Aggregator().Snapshot, close: func() {}}
+		publish(fmt.Sprintf("[2/4] measuring Karmada's default placement for %s", phaseDur))
+		snapBefore, phBefore, err := measure(ctx, w, before, phaseDur, opts.RatePerCluster, snk)
+		rep.Before = phBefore
+		if err != nil {
+			return nil, err
+		}
+		a.est.PublishOnce(ctx)
+		p, err := a.published(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.Published = &p
+		return finish(ctx, opts, w, app, clusters, capacity, before, snapBefore, rep, &state, publish, start)
+	}
+	snapBefore, phBefore, err := measure(ctx, w, before, phaseDur, opts.RatePerCluster, sink{})
 	rep.Before = phBefore
 	if err != nil {
 		return nil, err
 	}
+	return finish(ctx, opts, w, app, clusters, capacity, before, snapBefore, rep, &state, publish, start)
+}
+
+// finish reports the first phase, re-places the shop where flowplace's
+// plugins put it and measures again.
+func finish(ctx context.Context, opts RunOptions, w *World, app *demo.App, clusters []string, capacity Capacity, before map[string]string,
+	snapBefore *aggregate.Snapshot, rep *Report, statep *ui.State, publish func(string), start time.Time) (*Report, error) {
+	state := statep
+	phaseDur := opts.Duration / 2
 	state.Latency = append(state.Latency, ui.Latency{Phase: "before", MeanMs: rep.Before.MeanMs, P50Ms: rep.Before.P50Ms, P99Ms: rep.Before.P99Ms})
 	// The matrix: mean RTT of each pair that carried traffic.
 	for i := range state.RTT {
@@ -148,7 +187,8 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 			Scores: scored[s].Scores, Reasons: scored[s].Reasons})
 	}
 	publish(fmt.Sprintf("[4/4] measuring flowplace's placement for %s", phaseDur))
-	_, rep.After, err = measure(ctx, w, after, phaseDur, opts.RatePerCluster)
+	_, phAfter, err := measure(ctx, w, after, phaseDur, opts.RatePerCluster, sink{})
+	rep.After = phAfter
 	if err != nil {
 		return nil, err
 	}
@@ -165,19 +205,30 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 	return rep, nil
 }
 
-// measure places the shop, runs client load with fresh agents and a fresh
-// estimator aggregate, and returns what they measured.
-func measure(ctx context.Context, w *World, place map[string]string, d time.Duration, rate float64) (*aggregate.Snapshot, Phase, error) {
+// sink is where a phase's measurements go; the zero sink means a fresh
+// in-process estimator aggregate.
+type sink struct {
+	endpoint string
+	snapshot func() *aggregate.Snapshot
+	close    func()
+}
+
+// measure places the shop, runs client load with fresh agents exporting to
+// snk, and returns what they measured.
+func measure(ctx context.Context, w *World, place map[string]string, d time.Duration, rate float64, snk sink) (*aggregate.Snapshot, Phase, error) {
 	ph := Phase{Placement: place}
 	if err := w.Place(ctx, place); err != nil {
 		return nil, ph, err
 	}
-	col, err := StartCollector(d)
-	if err != nil {
-		return nil, ph, err
+	if snk.endpoint == "" {
+		col, err := StartCollector(d)
+		if err != nil {
+			return nil, ph, err
+		}
+		snk = sink{endpoint: col.Endpoint(), snapshot: col.Snapshot, close: col.Close}
 	}
-	defer col.Close()
-	if err := w.StartAgents(ctx, col.Endpoint(), time.Second); err != nil {
+	defer snk.close()
+	if err := w.StartAgents(ctx, snk.endpoint, time.Second); err != nil {
 		return nil, ph, err
 	}
 	weights := map[string]float64{}
@@ -193,7 +244,7 @@ func measure(ctx context.Context, w *World, place map[string]string, d time.Dura
 	if err := w.StopAgents(); err != nil {
 		return nil, ph, err
 	}
-	snap := col.Snapshot()
+	snap := snk.snapshot()
 	ph.CrossClusterBytesPerSecond = crossClusterBytes(snap)
 	for _, n := range res.Requests {
 		ph.Requests += n
