@@ -52,6 +52,7 @@ type World struct {
 	procs     map[string]*exec.Cmd
 	agents    map[string]*clusterAgent
 	resolvers map[string]*labResolver
+	unmount   string // cgroup v2 mount the lab made, if any
 }
 
 // NewWorld builds the clusters. On error it leaves nothing behind.
@@ -96,9 +97,13 @@ func NewWorld(ctx context.Context, opts Options) (_ *World, err error) {
 	if w.topo, err = topology.New(ctx, topology.Config{Prefix: prefix, Clusters: names, ExtraRTT: rtt, QuickACK: true}); err != nil {
 		return nil, fmt.Errorf("lab: clusters: %w", err)
 	}
+	mounted, _ := probe.FindCgroup2()
 	root, err := probe.Cgroup2(probe.DefaultCgroup2Mount)
 	if err != nil {
 		return nil, err
+	}
+	if mounted == "" {
+		w.unmount = root // ours: Close removes it
 	}
 	w.cgRoot = filepath.Join(root, cgroupPrefix+w.topo.Prefix())
 	if err := os.MkdirAll(w.cgRoot, 0o755); err != nil {
@@ -274,6 +279,11 @@ func (w *World) Close() error {
 			removeCgroup(dir, &errs)
 		}
 		removeCgroup(w.cgRoot, &errs)
+	}
+	if w.unmount != "" {
+		if err := syscall.Unmount(w.unmount, 0); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", w.unmount, err))
+		}
 	}
 	return errors.Join(errs...)
 }
