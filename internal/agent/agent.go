@@ -163,11 +163,10 @@ func (a *Agent) PollOnce(ctx context.Context) error {
 			a.keys[d.Key] = sk
 			a.logger().V(5).Info("Attributed flow", "flow", d.Key, "series", sk)
 		}
-		rtt := d.Delta.RTT
 		a.cfg.Recorder.Record(ctx, sk, telemetry.Delta{
 			Opened: d.Delta.Opened, Closed: d.Delta.Closed,
 			BytesSent: d.Delta.BytesSent, BytesReceived: d.Delta.BytesReceived,
-			Retransmits: d.Delta.Retransmits, RTT: &rtt,
+			Retransmits: d.Delta.Retransmits, RTT: &d.Delta.RTT, // no copy of the 320 buckets
 		})
 		if d.Key.LocalPort != 0 {
 			if t, ok := a.acc.Total(d.Key); ok && t.Opened > 0 && t.Closed >= t.Opened {

@@ -161,8 +161,7 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 // finish reports the first phase, re-places the shop where flowplace's
 // plugins put it and measures again.
 func finish(ctx context.Context, opts RunOptions, w *World, app *demo.App, clusters []string, capacity Capacity, before map[string]string,
-	snapBefore *aggregate.Snapshot, rep *Report, statep *ui.State, publish func(string), start time.Time) (*Report, error) {
-	state := statep
+	snapBefore *aggregate.Snapshot, rep *Report, state *ui.State, publish func(string), start time.Time) (*Report, error) {
 	phaseDur := opts.Duration / 2
 	state.Latency = append(state.Latency, ui.Latency{Phase: "before", MeanMs: rep.Before.MeanMs, P50Ms: rep.Before.P50Ms, P99Ms: rep.Before.P99Ms})
 	// The matrix: mean RTT of each pair that carried traffic.
