@@ -93,7 +93,7 @@ func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capac
 		}
 		in.Traffic = []model.TrafficInput{t}
 		var h model.Holder
-		h.Store(model.Build(in, model.BuildOptions{MinSamples: cfg.Model.MinSamples}))
+		h.Store(model.Build(in, model.BuildOptions{MinSamples: cfg.Model.MinSamples, Plan: cfg.Model.CapacityPlan, Now: func() time.Time { return now }}))
 		clock := func() time.Time { return now }
 		filter := latencybudget.New(&h, cfg.LatencyBudget, clock)
 		score := trafficlocality.New(&h, cfg.TrafficLocality, clock)

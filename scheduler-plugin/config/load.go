@@ -40,6 +40,7 @@ type Model struct {
 	MinSamples        int64
 	WorkloadResources []WorkloadResource
 	RebuildInterval   time.Duration
+	CapacityPlan      bool
 }
 
 // LatencyBudget is the resolved LatencyBudgetArgs.
@@ -167,7 +168,10 @@ func resolve(doc *SchedulerConfiguration, schedulerName string) (*Config, error)
 }
 
 func resolveModel(m ModelConfiguration, path *field.Path, errs field.ErrorList) (Model, field.ErrorList) {
-	out := Model{MinSamples: DefaultMinSamples, RebuildInterval: DefaultRebuildInterval, WorkloadResources: m.WorkloadResources}
+	out := Model{MinSamples: DefaultMinSamples, RebuildInterval: DefaultRebuildInterval, WorkloadResources: m.WorkloadResources, CapacityPlan: true}
+	if m.CapacityPlan != nil {
+		out.CapacityPlan = *m.CapacityPlan
+	}
 	if m.MinSamples != nil {
 		if *m.MinSamples < 1 {
 			errs = append(errs, field.Invalid(path.Child("minSamples"), *m.MinSamples, "must be at least 1"))

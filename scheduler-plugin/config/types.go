@@ -59,6 +59,14 @@ type ModelConfiguration struct {
 	// RebuildInterval bounds how often the in-memory model is rebuilt after
 	// API changes (events in between are coalesced). Default 1s.
 	RebuildInterval *metav1.Duration `json:"rebuildInterval,omitempty"`
+	// CapacityPlan plans, at each rebuild, where workloads that are not
+	// placed yet would best run given every cluster's free CPU (Cluster
+	// status.resourceSummary) and every workload's CPU request
+	// (ResourceBinding replicas x replicaRequirements). TrafficLocality
+	// then counts traffic to unplaced peers at their planned cluster and
+	// charges a workload for capacity the plan gave to heavier traffic.
+	// Default true.
+	CapacityPlan *bool `json:"capacityPlan,omitempty"`
 }
 
 // WorkloadResource names a resource template type ("" group is core). Kind

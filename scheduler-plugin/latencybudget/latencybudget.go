@@ -106,7 +106,9 @@ func (p *Plugin) Filter(w model.Key, cluster string) Verdict {
 	missing, checked := false, 0
 	for i := range t.Peers {
 		e := &t.Peers[i]
-		if e.BytesPerSecond < minPeer || len(e.Dist) == 0 {
+		// A planned location is a preference, not where the peer runs: the
+		// budget binds only against placed or observed replicas.
+		if e.BytesPerSecond < minPeer || len(e.Dist) == 0 || e.Source == model.PlacementPlanned {
 			continue
 		}
 		// Nearest replica of the peer, among clusters with RTT data.

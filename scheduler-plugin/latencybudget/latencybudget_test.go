@@ -54,6 +54,7 @@ func TestFilter(t *testing.T) {
 		workload model.Key
 		clusters []string
 		now      time.Time
+		plan     bool // build the snapshot with a capacity plan
 		// fit lists the clusters expected to pass.
 		fit []string
 		// reason is a substring expected in every verdict's reason (or, for
@@ -196,6 +197,19 @@ func TestFilter(t *testing.T) {
 			fit: []string{euw1, euc1},
 		},
 		{
+			name: "peer waiting to be scheduled: its observed cluster no longer binds", workload: frontend, clusters: all,
+			mutate: func(in *model.Inputs) { in.Bindings[0] = model.BindingInput{Workload: cart} },
+			args:   func(a *config.LatencyBudget) { a.DefaultBudget = 100 * time.Millisecond },
+			// Only the light catalog remains placed: nothing is required.
+			plan: true, fit: all,
+		},
+		{
+			name: "same without a plan: where the peer was observed binds", workload: frontend, clusters: all,
+			mutate: func(in *model.Inputs) { in.Bindings[0] = model.BindingInput{Workload: cart} },
+			args:   func(a *config.LatencyBudget) { a.DefaultBudget = 100 * time.Millisecond },
+			fit:    []string{use1, euw1, euc1},
+		},
+		{
 			name: "disabled", workload: frontend, clusters: all,
 			args: func(a *config.LatencyBudget) { a.DefaultBudget = 30 * time.Millisecond; a.Enabled = false },
 			fit:  all,
@@ -216,7 +230,7 @@ func TestFilter(t *testing.T) {
 				now = tc.now
 			}
 			var h model.Holder
-			h.Store(model.Build(in, model.BuildOptions{MinSamples: 10}))
+			h.Store(model.Build(in, model.BuildOptions{MinSamples: 10, Plan: tc.plan, Now: func() time.Time { return now }}))
 			p := New(&h, args, func() time.Time { return now })
 			var fit []string
 			for _, c := range tc.clusters {

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -64,6 +65,9 @@ type BindingInput struct {
 	Workload    Key
 	Clusters    []ClusterReplicas
 	Annotations map[string]string
+	// DemandMilliCPU is spec.replicas x spec.replicaRequirements'
+	// resourceRequest cpu; 0 when the binding does not say.
+	DemandMilliCPU float64
 }
 
 // ClusterReplicas is an entry of a binding's spec.clusters.
@@ -81,19 +85,33 @@ type Inputs struct {
 	// Annotations of resource templates, by workload (the budget annotation
 	// is read from here first, then from the binding).
 	TemplateAnnotations map[Key]map[string]string
+	// AvailableMilliCPU is each cluster's free CPU (allocatable - allocated
+	// - allocating of the Cluster's status.resourceSummary); clusters
+	// missing here are unconstrained in the capacity plan.
+	AvailableMilliCPU map[string]float64
 }
 
 // BuildOptions tune how inputs are read.
 type BuildOptions struct {
 	// MinSamples: pairs with fewer RTT samples are treated as unmeasured.
 	MinSamples int64
+	// Plan makes a capacity plan (package plan) for workloads that are not
+	// placed yet, so that traffic to them counts and capacity is priced.
+	Plan bool
+	// Now is the build time against which freshness is judged for the plan
+	// (nil: time.Now).
+	Now func() time.Time
 }
 
 // Build makes a snapshot. It never fails: inputs that do not make sense
 // (negative rates, unknown quantile order) are dropped, because the plugins
 // must keep scheduling on whatever valid data remains.
 func Build(in Inputs, opts BuildOptions) *Snapshot {
-	s := &Snapshot{index: map[string]int32{}, BuiltAt: time.Now()}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	s := &Snapshot{index: map[string]int32{}, BuiltAt: now()}
 	add := func(name string) int32 {
 		if i, ok := s.index[name]; ok {
 			return i
@@ -163,13 +181,14 @@ func Build(in Inputs, opts BuildOptions) *Snapshot {
 	wl := func(k Key) *Workload {
 		w := s.workloads[k]
 		if w == nil {
-			w = &Workload{Key: k}
+			w = &Workload{Key: k, Planned: -1}
 			s.workloads[k] = w
 		}
 		return w
 	}
 	for _, b := range in.Bindings {
 		w := wl(b.Workload)
+		w.Bound = true
 		var total float64
 		for _, c := range b.Clusters {
 			if c.Replicas > 0 {
@@ -188,6 +207,9 @@ func Build(in Inputs, opts BuildOptions) *Snapshot {
 			}
 		}
 		setBudget(w, b.Annotations)
+		if b.DemandMilliCPU > 0 && !math.IsInf(b.DemandMilliCPU, 0) {
+			w.DemandMilliCPU = b.DemandMilliCPU
+		}
 	}
 	for k, ann := range in.TemplateAnnotations {
 		if _, ok := ann[BudgetAnnotation]; ok {
@@ -197,6 +219,7 @@ func Build(in Inputs, opts BuildOptions) *Snapshot {
 			setBudget(w, ann)
 		}
 	}
+	var unplaced []unplacedPeer
 	for _, t := range in.Traffic {
 		w := wl(t.Workload)
 		tr := &Traffic{ValidUntil: t.ValidUntil.UnixNano(), Samples: t.Samples}
@@ -207,7 +230,7 @@ func Build(in Inputs, opts BuildOptions) *Snapshot {
 			e := PeerEdge{BytesPerSecond: p.BytesPerSecond}
 			switch {
 			case p.Workload != nil:
-				e.Name = p.Workload.String()
+				e.Name, e.Workload = p.Workload.String(), *p.Workload
 			default:
 				e.Name = "service " + p.Service
 			}
@@ -221,6 +244,9 @@ func Build(in Inputs, opts BuildOptions) *Snapshot {
 				if len(e.Dist) > 0 {
 					e.Source = PlacementObserved
 				}
+			}
+			if p.Workload != nil && (e.Source == PlacementUnknown || e.Source == PlacementObserved && s.waiting(*p.Workload)) {
+				unplaced = append(unplaced, unplacedPeer{traffic: tr, peer: len(tr.Peers), key: *p.Workload})
 			}
 			tr.Peers = append(tr.Peers, e)
 			tr.PeerBytesPerSecond += p.BytesPerSecond
@@ -241,7 +267,16 @@ func Build(in Inputs, opts BuildOptions) *Snapshot {
 		}
 		w.Traffic = tr
 	}
+	if opts.Plan {
+		s.plan(in, unplaced, s.BuiltAt.UnixNano())
+	}
 	return s
+}
+
+// waiting reports whether k has a ResourceBinding that is not scheduled.
+func (s *Snapshot) waiting(k Key) bool {
+	w := s.workloads[k]
+	return w != nil && w.Bound && len(w.Placement) == 0
 }
 
 // observedDist is where the measured traffic to a peer went, as fractions.

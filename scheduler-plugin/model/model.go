@@ -14,6 +14,7 @@
 package model
 
 import (
+	"math"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -100,12 +101,19 @@ const (
 	// PlacementObserved: the destination clusters of the measured traffic
 	// (a peer that is a plain Service, or has no binding yet).
 	PlacementObserved
+	// PlacementPlanned: the peer has a ResourceBinding not scheduled yet
+	// (or nothing says where it runs); this is where the capacity plan
+	// (package plan) expects Karmada to put it. A binding waiting to be
+	// scheduled wins over where the peer was last observed.
+	PlacementPlanned
 )
 
 // PeerEdge is this workload's traffic to one peer.
 type PeerEdge struct {
 	// Name identifies the peer in reasons ("ns/name-kind" or "svc ns/name").
 	Name string
+	// Workload is the peer workload's key; zero for a plain service.
+	Workload Key
 	// BytesPerSecond is the rate in both directions.
 	BytesPerSecond float64
 	// Dist is where the peer's replicas are, fractions summing to 1; empty
@@ -142,11 +150,20 @@ type Workload struct {
 	Traffic *Traffic
 	// Placement is from the ResourceBinding's spec.clusters; nil if none.
 	Placement []Share
+	// Bound: the workload has a ResourceBinding (Karmada places it; with
+	// no Placement it is waiting to be scheduled).
+	Bound bool
 	// Budget is the latency budget from the workload's annotation (0: none).
 	Budget time.Duration
 	// BudgetError is set when the annotation was present but unparsable;
 	// the default budget then applies.
 	BudgetError string
+	// DemandMilliCPU is the CPU the workload requests in all (replicas x
+	// per-replica request, from its binding); 0 when unknown.
+	DemandMilliCPU float64
+	// Planned is the cluster the capacity plan expects the workload in when
+	// it is not placed yet; -1 otherwise.
+	Planned int32
 }
 
 // ClusterInfo is what the plugins need of a Karmada Cluster.
@@ -169,6 +186,10 @@ type Snapshot struct {
 	// 0 when no object exists.
 	rowValidUntil []int64
 	workloads     map[Key]*Workload
+	// slack and price are the capacity plan's per-cluster free milli-CPU
+	// left and cost (bytes/s x ms) per milli-CPU of taking it; nil when no
+	// plan was made.
+	slack, price []float64
 	// BuiltAt is when the snapshot was built (for logs).
 	BuiltAt time.Time
 }
@@ -242,6 +263,35 @@ func (s *Snapshot) RTT(q Quantile, a, b int32, now int64) (int32, bool) {
 		return 0, true
 	}
 	return 0, false
+}
+
+// Planned reports whether the snapshot carries a capacity plan.
+func (s *Snapshot) Planned() bool { return s != nil && s.price != nil }
+
+// DisplacementCost is the network cost (bytes/s x ms) that running w in
+// cluster c imposes on the workloads the plan expects there: when c's
+// planned slack cannot hold w, the missing capacity times the cluster's
+// price (the cheapest planned workload's cost, per milli-CPU, of going
+// elsewhere). 0 without a plan, for w's own planned cluster, and when w's
+// demand is unknown.
+func (s *Snapshot) DisplacementCost(w *Workload, c int32) float64 {
+	if s.price == nil || w == nil || w.DemandMilliCPU <= 0 || w.Planned == c || int(c) >= len(s.price) {
+		return 0
+	}
+	need := w.DemandMilliCPU - max(s.slack[c], 0)
+	if need <= 0 {
+		return 0
+	}
+	return need * s.price[c]
+}
+
+// Slack is cluster c's free milli-CPU left by the capacity plan (+Inf when
+// unknown or no plan was made).
+func (s *Snapshot) Slack(c int32) float64 {
+	if s == nil || s.slack == nil {
+		return math.Inf(1)
+	}
+	return s.slack[c]
 }
 
 // Holder holds the current snapshot for concurrent readers; the zero value

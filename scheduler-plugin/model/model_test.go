@@ -184,3 +184,78 @@ func TestRTTViewMatchesRTT(t *testing.T) {
 		t.Error("pair with no fresh row reported as measured")
 	}
 }
+
+func TestBuildCapacityPlan(t *testing.T) {
+	api := model.KeyFor("ns", "Deployment", "api")
+	db := model.KeyFor("ns", "StatefulSet", "db")
+	batch := model.KeyFor("ns", "Deployment", "batch")
+	old := model.KeyFor("ns", "Deployment", "old")
+	in := model.Inputs{
+		Clusters: []model.ClusterInfo{{Name: "a"}, {Name: "b"}},
+		Latency:  modeltest.LatencyRows([]string{"a", "b"}, [][]float64{{0, 10}, {10, 0}}, fresh),
+		Bindings: []model.BindingInput{
+			modeltest.Binding(api, map[string]int32{"a": 2}),
+			{Workload: db, DemandMilliCPU: 1000},
+			{Workload: batch, DemandMilliCPU: 500},
+		},
+		Traffic: []model.TrafficInput{
+			{Workload: api, ValidUntil: fresh, Peers: []model.PeerInput{{Workload: &db, BytesPerSecond: 1e6}}},
+			// db's clients in a are api's calls (already an edge); the
+			// 1.5 MB/s from b are external and outweigh api's 1 MB/s.
+			{Workload: db, ValidUntil: fresh, Clients: []model.ClientInput{{Cluster: "a", BytesPerSecond: 1e6}, {Cluster: "b", BytesPerSecond: 1.5e6}}},
+			{Workload: batch, ValidUntil: fresh, Clients: []model.ClientInput{{Cluster: "a", BytesPerSecond: 1e3}}},
+			{Workload: old, ValidUntil: t0.Add(-time.Second), Clients: []model.ClientInput{{Cluster: "b", BytesPerSecond: 1e9}}},
+		},
+		AvailableMilliCPU: map[string]float64{"a": 8000, "b": 1000},
+	}
+	build := func(plan bool) *model.Snapshot {
+		return model.Build(in, model.BuildOptions{MinSamples: 10, Plan: plan, Now: func() time.Time { return t0 }})
+	}
+	s := build(true)
+	a, _ := s.ClusterIndex("a")
+	b, _ := s.ClusterIndex("b")
+	if !s.Planned() {
+		t.Fatal("no plan made")
+	}
+	for k, want := range map[model.Key]int32{db: b, batch: a, api: -1, old: -1} {
+		if got := s.Workload(k).Planned; got != want {
+			t.Errorf("%s planned in %d, want %d", k, got, want)
+		}
+	}
+	e := s.Workload(api).Traffic.Peers[0]
+	if e.Source != model.PlacementPlanned || !slices.Equal(e.Dist, []model.Share{{Cluster: b, Fraction: 1}}) || e.Workload != db {
+		t.Errorf("api -> db edge: %+v", e)
+	}
+	if got := s.Slack(b); got != 0 {
+		t.Errorf("slack of b = %v, want 0", got)
+	}
+	// db's regret for a: 1.5 MB/s x 10 ms - 1 MB/s x 10 ms = 5e6 for 1000
+	// milli-CPU; batch's 500 in b would displace half of it.
+	if got := s.DisplacementCost(s.Workload(batch), b); got != 2.5e6 {
+		t.Errorf("DisplacementCost(batch, b) = %v, want 2.5e6", got)
+	}
+	if got := s.DisplacementCost(s.Workload(batch), a); got != 0 {
+		t.Errorf("DisplacementCost(batch, a) = %v, want 0 (room left)", got)
+	}
+	if got := s.DisplacementCost(s.Workload(db), b); got != 0 {
+		t.Errorf("DisplacementCost(db, its planned cluster) = %v", got)
+	}
+
+	// Observed placements: a peer whose binding waits to be scheduled is
+	// planned anew; one Karmada does not place stays where it was seen.
+	legacy := model.KeyFor("ns", "Deployment", "legacy")
+	in.Traffic[0].Peers = []model.PeerInput{modeltest.Peer(db, 1e6, "a", "a"), modeltest.Peer(legacy, 1e3, "a", "a")}
+	s = build(true)
+	if e := s.Workload(api).Traffic.Peers[0]; e.Source != model.PlacementPlanned || e.Dist[0].Cluster != b {
+		t.Errorf("waiting db observed in a: %+v, want planned in b", e)
+	}
+	if e := s.Workload(api).Traffic.Peers[1]; e.Source != model.PlacementObserved || e.Dist[0].Cluster != a {
+		t.Errorf("unbound legacy observed in a: %+v", e)
+	}
+
+	s = build(false)
+	if s.Planned() || s.Workload(db).Planned != -1 || s.Workload(api).Traffic.Peers[0].Source != model.PlacementObserved ||
+		s.DisplacementCost(s.Workload(batch), b) != 0 {
+		t.Errorf("without Plan the snapshot has a plan")
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -174,7 +175,7 @@ func (s *Source) loop(ctx context.Context) {
 func (s *Source) Rebuild() {
 	start := time.Now()
 	in := s.inputs()
-	snap := model.Build(in, model.BuildOptions{MinSamples: s.opts.MinSamples})
+	snap := model.Build(in, model.BuildOptions{MinSamples: s.opts.MinSamples, Plan: s.opts.CapacityPlan})
 	s.holder.Store(snap)
 	s.rebuilds.Add(1)
 	klog.V(4).InfoS("flowplace model rebuilt", "clusters", snap.NumClusters(), "workloads", snap.NumWorkloads(),
@@ -185,8 +186,15 @@ func (s *Source) inputs() model.Inputs {
 	var in model.Inputs
 	for _, o := range s.clusters.GetStore().List() {
 		var c clusterMirror
-		if decode(o, &c) {
-			in.Clusters = append(in.Clusters, model.ClusterInfo{Name: c.Name, Provider: c.Spec.Provider, Region: c.Spec.Region})
+		if !decode(o, &c) {
+			continue
+		}
+		in.Clusters = append(in.Clusters, model.ClusterInfo{Name: c.Name, Provider: c.Spec.Provider, Region: c.Spec.Region})
+		if free, ok := c.availableMilliCPU(); ok {
+			if in.AvailableMilliCPU == nil {
+				in.AvailableMilliCPU = map[string]float64{}
+			}
+			in.AvailableMilliCPU[c.Name] = free
 		}
 	}
 	for _, o := range s.latency.GetStore().List() {
@@ -213,7 +221,7 @@ func (s *Source) inputs() model.Inputs {
 		if !decode(o, &rb) {
 			continue
 		}
-		b := model.BindingInput{Workload: model.Key{Namespace: rb.Namespace, Name: rb.Name}, Annotations: rb.Annotations}
+		b := model.BindingInput{Workload: model.Key{Namespace: rb.Namespace, Name: rb.Name}, Annotations: rb.Annotations, DemandMilliCPU: rb.demandMilliCPU()}
 		for _, c := range rb.Spec.Clusters {
 			b.Clusters = append(b.Clusters, model.ClusterReplicas{Name: c.Name, Replicas: c.Replicas})
 		}
@@ -270,11 +278,27 @@ func trafficInput(wt *flowplacev1alpha1.WorkloadTraffic) model.TrafficInput {
 type bindingMirror struct {
 	metav1.ObjectMeta `json:"metadata"`
 	Spec              struct {
+		Replicas            int32 `json:"replicas,omitempty"`
+		ReplicaRequirements *struct {
+			ResourceRequest corev1.ResourceList `json:"resourceRequest,omitempty"`
+		} `json:"replicaRequirements,omitempty"`
 		Clusters []struct {
 			Name     string `json:"name"`
 			Replicas int32  `json:"replicas,omitempty"`
 		} `json:"clusters,omitempty"`
 	} `json:"spec"`
+}
+
+// demandMilliCPU is the CPU the whole workload requests (0: unknown).
+func (b *bindingMirror) demandMilliCPU() float64 {
+	if b.Spec.ReplicaRequirements == nil || b.Spec.Replicas <= 0 {
+		return 0
+	}
+	cpu, ok := b.Spec.ReplicaRequirements.ResourceRequest[corev1.ResourceCPU]
+	if !ok {
+		return 0
+	}
+	return float64(b.Spec.Replicas) * float64(cpu.MilliValue())
 }
 
 // clusterMirror is the part of cluster.karmada.io/v1alpha1 Cluster read here.
@@ -284,6 +308,35 @@ type clusterMirror struct {
 		Provider string `json:"provider,omitempty"`
 		Region   string `json:"region,omitempty"`
 	} `json:"spec"`
+	Status struct {
+		ResourceSummary *struct {
+			Allocatable corev1.ResourceList `json:"allocatable,omitempty"`
+			Allocating  corev1.ResourceList `json:"allocating,omitempty"`
+			Allocated   corev1.ResourceList `json:"allocated,omitempty"`
+		} `json:"resourceSummary,omitempty"`
+	} `json:"status,omitempty"`
+}
+
+// availableMilliCPU is allocatable - allocated - allocating CPU, as
+// Karmada's general estimator computes it; false when the cluster does not
+// report allocatable CPU.
+func (c *clusterMirror) availableMilliCPU() (float64, bool) {
+	rs := c.Status.ResourceSummary
+	if rs == nil {
+		return 0, false
+	}
+	alloc, ok := rs.Allocatable[corev1.ResourceCPU]
+	if !ok {
+		return 0, false
+	}
+	free := alloc.MilliValue()
+	if q, ok := rs.Allocated[corev1.ResourceCPU]; ok {
+		free -= q.MilliValue()
+	}
+	if q, ok := rs.Allocating[corev1.ResourceCPU]; ok {
+		free -= q.MilliValue()
+	}
+	return float64(max(free, 0)), true
 }
 
 // decode converts an informer object into out. A malformed object is

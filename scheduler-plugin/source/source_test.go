@@ -206,6 +206,68 @@ func TestInformerBackedPlugins(t *testing.T) {
 			t.Error("explicit missing config file accepted")
 		}
 	})
+	t.Run("capacity plan from cluster resource summaries and binding requests", func(t *testing.T) {
+		const orders = "orders"
+		if _, err := host.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: orders}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// Virginia has 2 cores free (8 - 5 allocated - 1 allocating),
+		// Ireland 16, the others 1.
+		setCPU(t, dc, use1, "8", "5", "1")
+		setCPU(t, dc, euw1, "16", "0", "0")
+		for _, c := range []string{usw2, euc1, apne1} {
+			setCPU(t, dc, c, "4", "3", "0")
+		}
+		api := model.KeyFor(orders, "Deployment", "api")
+		db := model.KeyFor(orders, "Deployment", "db")
+		// Unplaced: api 2 x 500m, db 2 x 2 cores.
+		for name, cpu := range map[string]string{"api": "500m", "db": "2"} {
+			create(t, dc, source.ResourceBindingGVR, orders, &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": "work.karmada.io/v1alpha2", "kind": "ResourceBinding",
+				"metadata": map[string]any{"name": model.BindingName("Deployment", name), "namespace": orders},
+				"spec": map[string]any{
+					"resource":            map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": orders, "name": name},
+					"replicas":            int64(2),
+					"replicaRequirements": map[string]any{"resourceRequest": map[string]any{"cpu": cpu, "memory": "1Gi"}},
+				},
+			}})
+		}
+		// api: 5 MB/s from clients in Virginia, 20 MB/s to db, measured
+		// when db last ran in Tokyo; db's binding now waits to be
+		// scheduled, so the plan, not the old observation, says where it
+		// will be.
+		wt := frontendTraffic(time.Now().Add(10 * time.Minute))
+		wt.Name, wt.Namespace, wt.Spec.Workload.Name = api.Name, orders, "api"
+		rate := flowplacev1alpha1.TrafficRates{BytesPerSecond: 20_000_000, MilliConnectionsPerSecond: 1000, SampleCount: 100}
+		wt.Status.Peers = []flowplacev1alpha1.PeerTraffic{{Workload: &flowplacev1alpha1.PeerWorkloadReference{APIVersion: "apps/v1", Kind: "Deployment", Namespace: orders, Name: "db"},
+			BytesPerSecond: 20_000_000, Clusters: []flowplacev1alpha1.ClusterPairTraffic{{SourceCluster: use1, DestinationCluster: apne1, TrafficRates: rate}}}}
+		wt.Status.Clients = []flowplacev1alpha1.ClientTraffic{{ClientCluster: use1, ServingCluster: use1, TrafficRates: flowplacev1alpha1.TrafficRates{BytesPerSecond: 5_000_000, SampleCount: 100}}}
+		createWithStatus(t, dc, flowplacev1alpha1.WorkloadTrafficResource, orders, wt)
+
+		apiScores := func() []int64 {
+			raw := make([]int64, len(all))
+			for i, c := range all {
+				raw[i] = score.Score(api, c).Raw
+			}
+			score.Normalize(raw)
+			return raw
+		}
+		// api and db (5 cores together) fit only in Ireland: db is planned
+		// there, and api follows its 20 MB/s rather than its clients.
+		waitFor(t, apiScores, func(s []int64) bool { return s[2] == 100 })
+		snap := src.Snapshot()
+		w := snap.Workload(db)
+		if i, _ := snap.ClusterIndex(euw1); w.DemandMilliCPU != 4000 || w.Planned != i {
+			t.Errorf("db: demand %v planned %d, want 4000 in %s", w.DemandMilliCPU, w.Planned, euw1)
+		}
+		if i, _ := snap.ClusterIndex(use1); snap.Slack(i) != 2000 {
+			t.Errorf("Virginia slack %v, want 2000", snap.Slack(i))
+		}
+		// Virginia frees up: the pair is planned beside the clients.
+		setCPU(t, dc, use1, "8", "0", "0")
+		s := waitFor(t, apiScores, func(s []int64) bool { return s[0] == 100 })
+		t.Logf("api scores after Virginia freed up: %v; %s", s, score.Explain(api, euw1))
+	})
 	t.Run("invalid config files are refused", func(t *testing.T) {
 		dir := t.TempDir()
 		for name, doc := range map[string]string{
@@ -287,6 +349,24 @@ func createBinding(t *testing.T, dc dynamic.Interface, name string, clusters map
 		"metadata": map[string]any{"name": model.BindingName("Deployment", name), "namespace": ns},
 		"spec":     spec,
 	}})
+}
+
+// setCPU sets a Cluster's status.resourceSummary CPU, as Karmada's cluster
+// status controller reports it.
+func setCPU(t *testing.T, dc dynamic.Interface, cluster, allocatable, allocated, allocating string) {
+	t.Helper()
+	u, err := dc.Resource(source.ClusterGVR).Get(t.Context(), cluster, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Object["status"] = map[string]any{"resourceSummary": map[string]any{
+		"allocatable": map[string]any{"cpu": allocatable, "memory": "64Gi"},
+		"allocated":   map[string]any{"cpu": allocated},
+		"allocating":  map[string]any{"cpu": allocating},
+	}}
+	if _, err := dc.Resource(source.ClusterGVR).UpdateStatus(t.Context(), u, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("status of cluster %s: %v", cluster, err)
+	}
 }
 
 func create(t *testing.T, dc dynamic.Interface, gvr schema.GroupVersionResource, namespace string, u *unstructured.Unstructured) *unstructured.Unstructured {

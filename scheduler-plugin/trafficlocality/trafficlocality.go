@@ -142,15 +142,18 @@ func (p *Plugin) Score(w model.Key, cluster string) Result {
 	if !ok {
 		return Result{Reason: ReasonUnknownCluster}
 	}
-	cost, reason := p.cost(s, wl.Traffic, c, now)
+	cost, reason := p.cost(s, wl, c, now)
 	if reason != ReasonCost {
 		return Result{Reason: reason}
 	}
 	return Result{Raw: encode(cost), Cost: cost, Reason: ReasonCost}
 }
 
-// cost is the expected bytes/s x ms of running in cluster c.
-func (p *Plugin) cost(s *model.Snapshot, t *model.Traffic, c int32, now int64) (float64, Reason) {
+// cost is the expected bytes/s x ms of running in cluster c: traffic to
+// peers and from clients, plus what taking c's capacity costs the workloads
+// the capacity plan expects there.
+func (p *Plugin) cost(s *model.Snapshot, wl *model.Workload, c int32, now int64) (float64, Reason) {
+	t := wl.Traffic
 	eg := p.egressFor(s)
 	n := int32(s.NumClusters())
 	rtt := s.RTTFrom(p.args.Quantile, c, now)
@@ -196,7 +199,7 @@ func (p *Plugin) cost(s *model.Snapshot, t *model.Traffic, c int32, now int64) (
 	if weight == 0 {
 		return 0, ReasonZeroTraffic
 	}
-	return cost, ReasonCost
+	return cost + s.DisplacementCost(wl, c), ReasonCost
 }
 
 func encode(cost float64) int64 {
@@ -268,6 +271,10 @@ func (p *Plugin) Explain(w model.Key, cluster string) string {
 	}
 	if top != "" {
 		fmt.Fprintf(&b, "; largest: %s", top)
+	}
+	if d := s.DisplacementCost(wl, c); d > 0 {
+		fmt.Fprintf(&b, "; capacity: %.3g of it displaces workloads planned for %s (%.0f milli-CPU needed, %.0f left by the plan)",
+			d, cluster, wl.DemandMilliCPU, max(s.Slack(c), 0))
 	}
 	return b.String()
 }

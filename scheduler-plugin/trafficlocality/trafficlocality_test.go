@@ -1,8 +1,10 @@
 package trafficlocality
 
 import (
+	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,6 +104,7 @@ func TestScore(t *testing.T) {
 		workload model.Key
 		clusters []string
 		now      time.Time
+		plan     bool // build the snapshot with a capacity plan
 		want     []int64
 		reasons  []Reason
 		check    func(t *testing.T, scores []int64)
@@ -258,6 +261,40 @@ func TestScore(t *testing.T) {
 			want: expected([]float64{1e6 * 12, 1e6 * 22}, config.DefaultCostFloor),
 		},
 		{
+			name: "without a plan an unplaced peer is ignored", workload: frontend, clusters: all,
+			mutate: unplacedCart,
+			// Only catalog (Virginia) and the clients (Frankfurt) count.
+			want: expected(costsOf(func(c string) float64 { return 100e3*rttUs(c, use1)/1000 + 1e6*rttUs(euc1, c)/1000 }), config.DefaultCostFloor),
+		},
+		{
+			name: "unplaced peer counts at its planned cluster", workload: frontend, clusters: all, plan: true,
+			mutate: unplacedCart,
+			// cart serves Tokyo: the plan puts it (and frontend) there.
+			want: expected(costsOf(func(c string) float64 {
+				return 10e6*rttUs(c, apne1)/1000 + 100e3*rttUs(c, use1)/1000 + 1e6*rttUs(euc1, c)/1000
+			}), config.DefaultCostFloor),
+		},
+		{
+			name: "no room without displacing heavier planned traffic", workload: frontend, clusters: all, plan: true,
+			mutate: checkoutNeedsFrankfurt,
+			check: func(t *testing.T, s []int64) {
+				// Frankfurt's only 2 cores go to checkout (100 MB/s of
+				// Frankfurt clients); frontend does best next door.
+				if s[2] != 100 || s[3] >= 10 {
+					t.Errorf("scores %v: want Ireland 100 and Frankfurt priced out", s)
+				}
+			},
+		},
+		{
+			name: "same inputs without a plan: Frankfurt wins", workload: frontend, clusters: all,
+			mutate: checkoutNeedsFrankfurt,
+			check: func(t *testing.T, s []int64) {
+				if s[3] != 100 {
+					t.Errorf("scores %v: want Frankfurt 100", s)
+				}
+			},
+		},
+		{
 			name: "disabled: neutral", workload: frontend, clusters: all,
 			args: func(a *config.TrafficLocality) { a.Enabled = false },
 			want: neutral(5),
@@ -278,7 +315,7 @@ func TestScore(t *testing.T) {
 				now = tc.now
 			}
 			var h model.Holder
-			h.Store(model.Build(in, model.BuildOptions{MinSamples: 10}))
+			h.Store(model.Build(in, model.BuildOptions{MinSamples: 10, Plan: tc.plan, Now: func() time.Time { return now }}))
 			p := New(&h, args, func() time.Time { return now })
 			got, reasons := scoreAll(p, tc.workload, tc.clusters)
 			for i, s := range got {
@@ -299,6 +336,36 @@ func TestScore(t *testing.T) {
 	}
 }
 
+func costsOf(cost func(cluster string) float64) []float64 {
+	var out []float64
+	for _, c := range all {
+		out = append(out, cost(c))
+	}
+	return out
+}
+
+// unplacedCart: cart has a binding but no clusters yet, no observed
+// placement, and serves 50 MB/s to clients in Tokyo.
+func unplacedCart(in *model.Inputs) {
+	in.Bindings = []model.BindingInput{{Workload: cart}, modeltest.Binding(catalog, map[string]int32{use1: 2})}
+	in.Traffic[0].Peers[0] = model.PeerInput{Workload: &cart, BytesPerSecond: 10e6}
+	in.Traffic = append(in.Traffic, model.TrafficInput{Workload: cart, ValidUntil: fresh, Samples: 5000,
+		Clients: []model.ClientInput{{Cluster: apne1, BytesPerSecond: 50e6}}})
+}
+
+// checkoutNeedsFrankfurt: frontend (2 cores, clients in Frankfurt, calls
+// catalog in Virginia) and checkout (2 cores, 100 MB/s of Frankfurt
+// clients) are unplaced; Frankfurt has 2 cores free.
+func checkoutNeedsFrankfurt(in *model.Inputs) {
+	checkout := model.KeyFor("shop", "Deployment", "checkout")
+	in.Traffic[0].Peers = in.Traffic[0].Peers[1:]
+	in.Bindings = append(in.Bindings, model.BindingInput{Workload: frontend, DemandMilliCPU: 2000},
+		model.BindingInput{Workload: checkout, DemandMilliCPU: 2000})
+	in.Traffic = append(in.Traffic, model.TrafficInput{Workload: checkout, ValidUntil: fresh, Samples: 5000,
+		Clients: []model.ClientInput{{Cluster: euc1, BytesPerSecond: 100e6}}})
+	in.AvailableMilliCPU = map[string]float64{use1: 64000, usw2: 64000, euw1: 64000, euc1: 2000, apne1: 64000}
+}
+
 func TestNoSnapshotIsNeutral(t *testing.T) {
 	var h model.Holder
 	p := New(&h, defaultArgs(), nil)
@@ -316,6 +383,17 @@ func TestExplain(t *testing.T) {
 	want := "shop/frontend-deployment member-ap-northeast-1: expected cost 2.38e+09 B/s*ms from 2 peers and 1 client clusters; largest: peer shop/cart-deployment (10000000 B/s, mean RTT 212.4 ms)"
 	if got != want {
 		t.Errorf("Explain:\n got %s\nwant %s", got, want)
+	}
+	in := baseInputs()
+	checkoutNeedsFrankfurt(&in)
+	h.Store(model.Build(in, model.BuildOptions{MinSamples: 10, Plan: true, Now: func() time.Time { return t0 }}))
+	got = p.Explain(frontend, euc1)
+	// checkout's next best cluster is Ireland: 100 MB/s x (Frankfurt-Ireland
+	// RTT - Frankfurt's own) is what frontend's 2 cores in Frankfurt cost.
+	displaced := fmt.Sprintf("capacity: %.3g of it displaces workloads planned for member-eu-central-1 (2000 milli-CPU needed, 0 left by the plan)",
+		100e6*(rttUs(euc1, euw1)-rttUs(euc1, euc1))/1000)
+	if !strings.Contains(got, displaced) {
+		t.Errorf("Explain with a capacity plan: %s", got)
 	}
 	h.Store(nil)
 	if got := p.Explain(frontend, apne1); got != "shop/frontend-deployment member-ap-northeast-1: neutral: model not loaded yet" {

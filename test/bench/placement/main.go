@@ -9,9 +9,14 @@
 //   - default: all scores equal, so Karmada orders feasible clusters by
 //     available replicas, then name;
 //   - flowplace: the LatencyBudget filter then the TrafficLocality score
-//     over the model the estimator would publish for what is placed so far
-//     (callers appear as client clusters, placed callees through their
-//     ResourceBindings), ties broken like Karmada.
+//     over the model the plugins would hold at that moment: a
+//     WorkloadTraffic per workload as the estimator publishes it (placed
+//     callers appear as client clusters), a ResourceBinding per workload
+//     with its CPU request (placed ones list their cluster), and each
+//     cluster's free CPU as its status.resourceSummary reports it; the
+//     model's capacity plan (config model.capacityPlan, on by default)
+//     then says where unplaced peers will likely run and what each
+//     cluster's remaining cores are worth. Ties are broken like Karmada.
 //
 // It reports cross-cluster bytes and mean end-to-end latency over the call
 // trees for both, and, on a reduced instance (10 services, 4 clusters)
@@ -290,6 +295,11 @@ func clusterName(region string) string { return modeltest.ClusterName(region) }
 // flowplacePolicy runs the real plugins on the model the estimator would
 // publish for the current state.
 func flowplacePolicy(cfg *config.Config) policy {
+	return flowplacePolicyWith(cfg, cfg.Model.CapacityPlan)
+}
+
+// flowplacePolicyWith is flowplacePolicy with the capacity plan on or off.
+func flowplacePolicyWith(cfg *config.Config, capacityPlan bool) policy {
 	return func(in *instance, place []int, free []int, s int, feasible []int) int {
 		now := time.Now()
 		valid := now.Add(time.Minute)
@@ -300,30 +310,42 @@ func flowplacePolicy(cfg *config.Config) policy {
 			names[i] = clusterName(r)
 			clusters = append(clusters, model.ClusterInfo{Name: names[i], Provider: "aws", Region: r})
 		}
-		inputs := model.Inputs{Clusters: clusters, Latency: modeltest.LatencyRows(names, in.rtt, valid)}
+		inputs := model.Inputs{Clusters: clusters, Latency: modeltest.LatencyRows(names, in.rtt, valid), AvailableMilliCPU: map[string]float64{}}
+		for c, f := range free {
+			inputs.AvailableMilliCPU[names[c]] = float64(f) * 1000
+		}
+		// Every workload has a ResourceBinding (with its CPU request) from
+		// the moment it is created; placed ones list their cluster.
 		for i, c := range place {
+			b := model.BindingInput{Workload: key(i), DemandMilliCPU: float64(in.services[i].cpu) * 1000}
 			if c >= 0 {
-				inputs.Bindings = append(inputs.Bindings, model.BindingInput{Workload: key(i), Clusters: []model.ClusterReplicas{{Name: names[c], Replicas: 1}}})
+				b.Clusters = []model.ClusterReplicas{{Name: names[c], Replicas: 1}}
 			}
+			inputs.Bindings = append(inputs.Bindings, b)
 		}
-		t := model.TrafficInput{Workload: key(s), ValidUntil: valid, Samples: 1000}
-		for e, b := range in.edges {
-			switch {
-			case e[0] == s:
-				k := key(e[1])
-				t.Peers = append(t.Peers, model.PeerInput{Workload: &k, BytesPerSecond: b})
-			case e[1] == s && place[e[0]] >= 0:
-				t.Clients = append(t.Clients, model.ClientInput{Cluster: names[place[e[0]]], BytesPerSecond: b})
+		// The estimator publishes a WorkloadTraffic for every workload: its
+		// calls to peers, and its clients by cluster (external clients, and
+		// callers where they are placed).
+		for i := range in.services {
+			t := model.TrafficInput{Workload: key(i), ValidUntil: valid, Samples: 1000}
+			for e, b := range in.edges {
+				switch {
+				case e[0] == i:
+					k := key(e[1])
+					t.Peers = append(t.Peers, model.PeerInput{Workload: &k, BytesPerSecond: b})
+				case e[1] == i && place[e[0]] >= 0:
+					t.Clients = append(t.Clients, model.ClientInput{Cluster: names[place[e[0]]], BytesPerSecond: b})
+				}
 			}
-		}
-		for e, b := range in.clientBytes {
-			if e[1] == s {
-				t.Clients = append(t.Clients, model.ClientInput{Cluster: names[e[0]], BytesPerSecond: b})
+			for e, b := range in.clientBytes {
+				if e[1] == i {
+					t.Clients = append(t.Clients, model.ClientInput{Cluster: names[e[0]], BytesPerSecond: b})
+				}
 			}
+			inputs.Traffic = append(inputs.Traffic, t)
 		}
-		inputs.Traffic = []model.TrafficInput{t}
 		var h model.Holder
-		h.Store(model.Build(inputs, model.BuildOptions{MinSamples: cfg.Model.MinSamples}))
+		h.Store(model.Build(inputs, model.BuildOptions{MinSamples: cfg.Model.MinSamples, Plan: capacityPlan, Now: func() time.Time { return now }}))
 		clock := func() time.Time { return now }
 		filter := latencybudget.New(&h, cfg.LatencyBudget, clock)
 		score := trafficlocality.New(&h, cfg.TrafficLocality, clock)
@@ -432,6 +454,17 @@ func run() error {
 		dBytes/1e6, full.ingressBytes(def)/1e6, dLat, dCost)
 	fmt.Printf("flowplace: cross-cluster %.1f MB/s (+ client ingress from other regions %.1f MB/s), mean latency %.1f ms, network cost %.3g B/s*ms (latency budget ignored for lack of a feasible cluster: %d times)\n",
 		fBytes/1e6, full.ingressBytes(fp)/1e6, fLat, fCost, budgetFallbacks)
+
+	// Ablation: the same single pass without the capacity plan (each
+	// binding sees only its own traffic to placed peers and clients).
+	budgetFallbacks = 0
+	noPlan, err := full.place(flowplacePolicyWith(cfg, false))
+	if err != nil {
+		return fmt.Errorf("flowplace placement without the capacity plan: %w", err)
+	}
+	nBytes, nLat, nCost := full.evaluate(noPlan)
+	fmt.Printf("without the capacity plan (info): cross-cluster %.1f MB/s (ratio %.3f), mean latency %.1f ms (ratio %.3f), network cost %.3g B/s*ms\n",
+		nBytes/1e6, nBytes/dBytes, nLat, nLat/dLat, nCost)
 
 	// Beyond the single pass: one rebalance round from flowplace's placement.
 	reb := full.rebalance(fp, flowplacePolicy(cfg))

@@ -71,7 +71,7 @@ func main() {
 		in.Bindings = append(in.Bindings, modeltest.Binding(k, map[string]int32{names[o%numClusters]: 1}))
 	}
 	buildStart := time.Now()
-	snap := model.Build(in, model.BuildOptions{MinSamples: 10})
+	snap := model.Build(in, model.BuildOptions{MinSamples: 10, Plan: config.Default().Model.CapacityPlan})
 	buildTime := time.Since(buildStart)
 	var h model.Holder
 	h.Store(snap)

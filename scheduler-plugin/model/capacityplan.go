@@ -1,0 +1,136 @@
+package model
+
+import (
+	"math"
+	"slices"
+
+	"github.com/flowplace/flowplace/scheduler-plugin/plan"
+)
+
+// unplacedPeer is a peer edge whose workload has no placement yet; the plan
+// may fill in its Dist.
+type unplacedPeer struct {
+	traffic *Traffic
+	peer    int
+	key     Key
+}
+
+// plan builds the capacity-plan problem from the snapshot's workloads with
+// traffic fresh at now, solves it, and records the result: planned clusters
+// for unplaced workloads (and as the Dist of peer edges to them) and each
+// cluster's slack and price.
+func (s *Snapshot) plan(in Inputs, unplaced []unplacedPeer, now int64) {
+	n := s.n
+	p := plan.Problem{Clusters: n, RTTMs: make([]float64, n*n), Free: make([]float64, n)}
+	for a := int32(0); a < int32(n); a++ {
+		for b := int32(0); b < int32(n); b++ {
+			v := -1.0
+			if us, ok := s.RTT(QuantileP50, a, b, now); ok {
+				v = float64(us) / 1000
+			}
+			p.RTTMs[int(a)*n+int(b)] = v
+		}
+	}
+	for c := range p.Free {
+		p.Free[c] = plan.Unconstrained
+		if v, ok := in.AvailableMilliCPU[s.clusters[c].Name]; ok && !math.IsNaN(v) {
+			p.Free[c] = max(v, 0)
+		}
+	}
+
+	index := map[Key]int{}
+	var keys []Key
+	node := func(k Key) int {
+		if i, ok := index[k]; ok {
+			return i
+		}
+		i := len(p.Nodes)
+		index[k] = i
+		keys = append(keys, k)
+		var nd plan.Node
+		if w := s.workloads[k]; w != nil {
+			nd.Demand = w.DemandMilliCPU
+			for _, sh := range w.Placement {
+				nd.Fixed = append(nd.Fixed, plan.Share{Cluster: int(sh.Cluster), Fraction: sh.Fraction})
+			}
+		}
+		p.Nodes = append(p.Nodes, nd)
+		return i
+	}
+	// Iterate the inputs, not the map, so the problem (and thus ties in the
+	// plan) does not depend on map order.
+	var fresh []Key
+	for _, t := range in.Traffic {
+		w := s.workloads[t.Workload]
+		if w == nil || w.Traffic == nil || !w.Traffic.Fresh(now) || slices.Contains(fresh, t.Workload) {
+			continue
+		}
+		fresh = append(fresh, t.Workload)
+	}
+	// inbound[k][c]: bytes/s callers placed in c send to k, already counted
+	// as edges, to be taken out of k's client traffic.
+	inbound := map[Key]map[int32]float64{}
+	for _, k := range fresh {
+		from := node(k)
+		w := s.workloads[k]
+		for _, e := range w.Traffic.Peers {
+			pk := e.Workload
+			pw := s.workloads[pk]
+			if pk == (Key{}) || e.Source == PlacementObserved && !(pw != nil && pw.Bound) {
+				// A plain service, or a workload Karmada does not place:
+				// where it was observed is where it stays.
+				if len(e.Dist) > 0 {
+					pseudo := len(p.Nodes)
+					keys = append(keys, Key{})
+					var nd plan.Node
+					for _, sh := range e.Dist {
+						nd.Fixed = append(nd.Fixed, plan.Share{Cluster: int(sh.Cluster), Fraction: sh.Fraction})
+					}
+					p.Nodes = append(p.Nodes, nd)
+					p.Edges = append(p.Edges, plan.Edge{A: from, B: pseudo, BytesPerSecond: e.BytesPerSecond})
+				}
+				continue
+			}
+			p.Edges = append(p.Edges, plan.Edge{A: from, B: node(pk), BytesPerSecond: e.BytesPerSecond})
+			for _, sh := range w.Placement {
+				if inbound[pk] == nil {
+					inbound[pk] = map[int32]float64{}
+				}
+				inbound[pk][sh.Cluster] += e.BytesPerSecond * sh.Fraction
+			}
+		}
+	}
+	for _, k := range fresh {
+		w := s.workloads[k]
+		nd := &p.Nodes[index[k]]
+		for _, c := range w.Traffic.Clients {
+			if v := c.BytesPerSecond - inbound[k][c.Cluster]; v > 0 {
+				nd.External = append(nd.External, plan.Load{Cluster: int(c.Cluster), BytesPerSecond: v})
+			}
+		}
+	}
+	if len(p.Nodes) == 0 {
+		return
+	}
+
+	r := plan.Solve(p)
+	s.slack, s.price = r.Slack, r.Price
+	dist := make([][]Share, len(keys))
+	for i, c := range r.Cluster {
+		if c < 0 || keys[i] == (Key{}) {
+			continue
+		}
+		if w := s.workloads[keys[i]]; w != nil {
+			w.Planned = int32(c)
+		}
+		dist[i] = []Share{{Cluster: int32(c), Fraction: 1}}
+	}
+	for _, u := range unplaced {
+		i, ok := index[u.key]
+		if !ok || dist[i] == nil {
+			continue
+		}
+		e := &u.traffic.Peers[u.peer]
+		e.Dist, e.Source = dist[i], PlacementPlanned
+	}
+}

@@ -1,0 +1,186 @@
+package plan
+
+import (
+	"math"
+	"slices"
+	"testing"
+)
+
+// Three clusters: a and b 10 ms apart, c 100 ms from both.
+var rtt3 = []float64{
+	0, 10, 100,
+	10, 0, 100,
+	100, 100, 0,
+}
+
+func TestSolve(t *testing.T) {
+	inf := Unconstrained
+	for _, tc := range []struct {
+		name  string
+		p     Problem
+		want  []int     // planned cluster per node (-1: fixed)
+		slack []float64 // nil: not checked
+		// priced: clusters whose price must be > 0; others must be 0.
+		priced []int
+	}{
+		{
+			name: "empty problem",
+			p:    Problem{Clusters: 3, RTTMs: rtt3},
+			want: []int{},
+		},
+		{
+			name: "unplaced peer joins its fixed caller",
+			p: Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{inf, inf, inf},
+				Nodes: []Node{{Fixed: []Share{{2, 1}}}, {Demand: 1}},
+				Edges: []Edge{{0, 1, 1000}}},
+			want: []int{-1, 2},
+		},
+		{
+			name: "external clients pull a lone workload",
+			p: Problem{Clusters: 3, RTTMs: rtt3,
+				Nodes: []Node{{Demand: 1, External: []Load{{1, 100}, {2, 10}}}}},
+			want: []int{1},
+		},
+		{
+			name: "heavy pair stays together where it fits, light one is pushed out",
+			// a holds 6: the pair (4+2) takes it; the light workload (2),
+			// whose clients are in a, goes to b, 10 ms away.
+			p: Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{6, 10, 10},
+				Nodes: []Node{
+					{Demand: 4, External: []Load{{0, 1000}}},
+					{Demand: 2},
+					{Demand: 2, External: []Load{{0, 10}}},
+				},
+				Edges: []Edge{{0, 1, 5000}, {0, 2, 10}}},
+			want:   []int{0, 0, 1},
+			slack:  []float64{0, 8, 10},
+			priced: []int{0, 1},
+		},
+		{
+			name: "nothing fits: the roomiest cluster is overcommitted",
+			p: Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{1, 3, 2},
+				Nodes: []Node{{Demand: 5, External: []Load{{0, 10}}}}},
+			want:   []int{1},
+			slack:  []float64{1, -2, 2},
+			priced: []int{1},
+		},
+		{
+			name: "unknown RTT costs the worst known one",
+			// b -> c unknown both ways: the clients in c are better served
+			// from a (100 ms) than from b (assumed 100 ms, tie broken by
+			// index).
+			p: Problem{Clusters: 3, RTTMs: []float64{0, 10, 100, 10, 0, -1, 100, -1, 0},
+				Nodes: []Node{{Demand: 1, External: []Load{{2, 10}, {0, 1}}}}},
+			want: []int{2},
+		},
+		{
+			name: "zero demand never blocks",
+			p: Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{0, 0, 0},
+				Nodes: []Node{{External: []Load{{1, 10}}}}},
+			want:  []int{1},
+			slack: []float64{0, 0, 0},
+		},
+		{
+			name: "bad edges are ignored",
+			p: Problem{Clusters: 3, RTTMs: rtt3,
+				Nodes: []Node{{Demand: 1, External: []Load{{1, 10}}}},
+				Edges: []Edge{{0, 0, 1e9}, {0, 7, 1e9}, {-1, 0, 1e9}, {0, 0, math.NaN()}}},
+			want: []int{1},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Solve(tc.p)
+			if !slices.Equal(r.Cluster, tc.want) {
+				t.Fatalf("plan %v, want %v", r.Cluster, tc.want)
+			}
+			if tc.slack != nil && !slices.Equal(r.Slack, tc.slack) {
+				t.Errorf("slack %v, want %v", r.Slack, tc.slack)
+			}
+			for c, price := range r.Price {
+				if slices.Contains(tc.priced, c) != (price > 0) {
+					t.Errorf("price of cluster %d = %v (priced clusters: %v)", c, price, tc.priced)
+				}
+			}
+		})
+	}
+}
+
+// TestImprovePairMove starts a pair in the wrong cluster: moving either
+// alone splits the 1 MB/s edge between them, so only a pair move helps.
+func TestImprovePairMove(t *testing.T) {
+	s := newSolver(Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{4, 4, 4},
+		Nodes: []Node{
+			{Demand: 2, External: []Load{{2, 500}}},
+			{Demand: 2, External: []Load{{2, 500}}},
+		},
+		Edges: []Edge{{0, 1, 1e6}}})
+	s.assign(0, 0)
+	s.assign(1, 0)
+	s.improve()
+	if got := s.where; !slices.Equal(got, []int{2, 2}) {
+		t.Fatalf("after improve: %v, want both in c", got)
+	}
+	if r := s.result(); r.Cost != 0 || r.Price[2] <= 0 || r.Slack[2] != 0 {
+		t.Errorf("result %+v", r)
+	}
+}
+
+// TestPrice checks the price's value: the cheapest planned workload's cost
+// per unit of capacity of moving to its next best cluster.
+func TestPrice(t *testing.T) {
+	// Cluster a (free 4) gets both workloads; each would cost more in b:
+	// x: 100 B/s of clients in a, 10 ms away -> 1000 for 2 units = 500/unit.
+	// y: 1000 B/s of clients in a -> 10000 for 2 units = 5000/unit.
+	r := Solve(Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{4, 10, 10},
+		Nodes: []Node{{Demand: 2, External: []Load{{0, 100}}}, {Demand: 2, External: []Load{{0, 1000}}}}})
+	if !slices.Equal(r.Cluster, []int{0, 0}) {
+		t.Fatalf("plan %v", r.Cluster)
+	}
+	if r.Price[0] != 500 {
+		t.Errorf("price of a = %v, want 500", r.Price[0])
+	}
+	if r.Cost != 0 {
+		t.Errorf("cost %v, want 0", r.Cost)
+	}
+}
+
+// TestCostCountsEdgesOnce checks Result.Cost on a split pair.
+func TestCostCountsEdgesOnce(t *testing.T) {
+	r := Solve(Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{1, 1, 0},
+		Nodes: []Node{{Demand: 1, External: []Load{{0, 1}}}, {Demand: 1, External: []Load{{1, 1}}}},
+		Edges: []Edge{{0, 1, 7}}})
+	if !slices.Equal(r.Cluster, []int{0, 1}) {
+		t.Fatalf("plan %v", r.Cluster)
+	}
+	if r.Cost != 70 {
+		t.Errorf("cost %v, want 70 (7 B/s x 10 ms, once)", r.Cost)
+	}
+}
+
+// BenchmarkSolve is a fleet-sized problem: 2000 workloads, each calling 5
+// others, on 100 clusters (the model rebuild pays this at most once per
+// rebuild interval, never a Score call).
+func BenchmarkSolve(b *testing.B) {
+	const clusters, nodes = 100, 2000
+	p := Problem{Clusters: clusters, RTTMs: make([]float64, clusters*clusters), Free: make([]float64, clusters)}
+	for a := 0; a < clusters; a++ {
+		p.Free[a] = 50
+		for c := 0; c < clusters; c++ {
+			p.RTTMs[a*clusters+c] = math.Abs(float64(a-c)) * 2
+		}
+	}
+	for u := 0; u < nodes; u++ {
+		nd := Node{Demand: float64(1 + u%4), External: []Load{{u % clusters, float64(100 + u%7)}}}
+		if u%3 == 0 {
+			nd.Fixed = []Share{{u % clusters, 1}}
+		}
+		p.Nodes = append(p.Nodes, nd)
+		for k := 1; k <= 5; k++ {
+			p.Edges = append(p.Edges, Edge{u, (u*7 + k*13) % nodes, float64(1000 * k)})
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		Solve(p)
+	}
+}
