@@ -26,7 +26,9 @@ package main
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
@@ -328,7 +330,8 @@ func flowplacePolicyWith(cfg *config.Config, capacityPlan bool) policy {
 		// callers where they are placed).
 		for i := range in.services {
 			t := model.TrafficInput{Workload: key(i), ValidUntil: valid, Samples: 1000}
-			for e, b := range in.edges {
+			for _, e := range sortedKeys(in.edges) {
+				b := in.edges[e]
 				switch {
 				case e[0] == i:
 					k := key(e[1])
@@ -337,7 +340,8 @@ func flowplacePolicyWith(cfg *config.Config, capacityPlan bool) policy {
 					t.Clients = append(t.Clients, model.ClientInput{Cluster: names[place[e[0]]], BytesPerSecond: b})
 				}
 			}
-			for e, b := range in.clientBytes {
+			for _, e := range sortedKeys(in.clientBytes) {
+				b := in.clientBytes[e]
 				if e[1] == i {
 					t.Clients = append(t.Clients, model.ClientInput{Cluster: names[e[0]], BytesPerSecond: b})
 				}
@@ -489,6 +493,12 @@ func run() error {
 		ddBytes/1e6, fdBytes/1e6, fdBytes/ddBytes, ddLat, fdLat, fdLat/ddLat)
 	full.dfs = false
 
+	// Robustness: the same comparison on perturbed instances, so that the
+	// result is not a property of one set of numbers.
+	if err := perturbed(cfg, 20); err != nil {
+		return err
+	}
+
 	// Reduced instance: the read paths (10 services) on 4 regions.
 	reducedNames := []string{"nginx-thrift", "home-timeline-service", "home-timeline-redis", "user-timeline-service",
 		"user-timeline-redis", "user-timeline-mongodb", "post-storage-service", "post-storage-memcached", "post-storage-mongodb", "media-frontend"}
@@ -532,6 +542,70 @@ func run() error {
 
 	fmt.Printf("placement-bench: cross_cluster_bytes_ratio=%.3f mean_latency_ratio=%.3f optimal_gap=%.3f\n", fBytes/dBytes, fLat/dLat, sfCost/optCost)
 	return nil
+}
+
+// perturbed reruns the comparison on n instances whose per-edge bytes
+// (x0.7..1.3), cluster capacities (x0.75..1.25, still short of the demand in
+// any one cluster) and client shares by region (x0.5..1.5) are drawn at
+// random with fixed seeds, and prints the median and worst ratios.
+func perturbed(cfg *config.Config, n int) error {
+	var bytesRatios, latRatios []float64
+	for seed := uint64(1); seed <= uint64(n); seed++ {
+		rng := rand.New(rand.NewPCG(seed, 0x5eed))
+		in := newInstance(services, requests, modeltest.AWSRegions, capacity)
+		for _, e := range sortedKeys(in.edges) {
+			in.edges[e] *= 0.7 + 0.6*rng.Float64()
+		}
+		for i := range in.capacity {
+			in.capacity[i] = int(math.Round(float64(in.capacity[i]) * (0.75 + 0.5*rng.Float64())))
+		}
+		var total float64
+		scale := make([]float64, len(in.clients))
+		for k := range in.clients {
+			scale[k] = 0.5 + rng.Float64()
+			total += in.clients[k] * scale[k]
+		}
+		for k := range in.clients {
+			scale[k] /= total
+			in.clients[k] *= scale[k]
+		}
+		for e := range in.clientBytes {
+			in.clientBytes[e] *= scale[e[0]]
+		}
+		def, err := in.place(defaultPolicy)
+		if err != nil {
+			return fmt.Errorf("perturbed instance %d, default placement: %w", seed, err)
+		}
+		fp, err := in.place(flowplacePolicy(cfg))
+		if err != nil {
+			return fmt.Errorf("perturbed instance %d, flowplace placement: %w", seed, err)
+		}
+		dBytes, dLat, _ := in.evaluate(def)
+		fBytes, fLat, _ := in.evaluate(fp)
+		bytesRatios = append(bytesRatios, fBytes/dBytes)
+		latRatios = append(latRatios, fLat/dLat)
+	}
+	slices.Sort(bytesRatios)
+	slices.Sort(latRatios)
+	fmt.Printf("perturbed instances (info, %d seeds: edge bytes x0.7-1.3, capacity x0.75-1.25, client shares x0.5-1.5): cross-cluster bytes ratio median %.3f worst %.3f; mean latency ratio median %.3f worst %.3f\n",
+		n, bytesRatios[n/2], bytesRatios[n-1], latRatios[n/2], latRatios[n-1])
+	return nil
+}
+
+// sortedKeys gives a map's pairs in order: random draws and the model's
+// inputs must not depend on map iteration order.
+func sortedKeys(m map[[2]int]float64) [][2]int {
+	out := make([][2]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b [2]int) int {
+		if a[0] != b[0] {
+			return a[0] - b[0]
+		}
+		return a[1] - b[1]
+	})
+	return out
 }
 
 func printPlacement(label string, in *instance, place []int) {
