@@ -265,18 +265,24 @@ func (s *Snapshot) RTT(q Quantile, a, b int32, now int64) (int32, bool) {
 	return 0, false
 }
 
-// Planned reports whether the snapshot carries a capacity plan.
-func (s *Snapshot) Planned() bool { return s != nil && s.price != nil }
+// HasPlan reports whether the snapshot carries a capacity plan.
+func (s *Snapshot) HasPlan() bool { return s != nil && s.price != nil }
 
 // DisplacementCost is the network cost (bytes/s x ms) that running w in
 // cluster c imposes on the workloads the plan expects there: when c's
 // planned slack cannot hold w, the missing capacity times the cluster's
 // price (the cheapest planned workload's cost, per milli-CPU, of going
-// elsewhere). 0 without a plan, for w's own planned cluster, and when w's
+// elsewhere). 0 without a plan, for w's own planned cluster, for a cluster
+// w already runs in (its request is already allocated there), and when w's
 // demand is unknown.
 func (s *Snapshot) DisplacementCost(w *Workload, c int32) float64 {
 	if s.price == nil || w == nil || w.DemandMilliCPU <= 0 || w.Planned == c || int(c) >= len(s.price) {
 		return 0
+	}
+	for _, sh := range w.Placement {
+		if sh.Cluster == c {
+			return 0
+		}
 	}
 	need := w.DemandMilliCPU - max(s.slack[c], 0)
 	if need <= 0 {

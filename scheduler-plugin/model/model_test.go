@@ -190,6 +190,7 @@ func TestBuildCapacityPlan(t *testing.T) {
 	db := model.KeyFor("ns", "StatefulSet", "db")
 	batch := model.KeyFor("ns", "Deployment", "batch")
 	old := model.KeyFor("ns", "Deployment", "old")
+	cache := model.KeyFor("ns", "Deployment", "cache")
 	in := model.Inputs{
 		Clusters: []model.ClusterInfo{{Name: "a"}, {Name: "b"}},
 		Latency:  modeltest.LatencyRows([]string{"a", "b"}, [][]float64{{0, 10}, {10, 0}}, fresh),
@@ -197,6 +198,7 @@ func TestBuildCapacityPlan(t *testing.T) {
 			modeltest.Binding(api, map[string]int32{"a": 2}),
 			{Workload: db, DemandMilliCPU: 1000},
 			{Workload: batch, DemandMilliCPU: 500},
+			{Workload: cache, DemandMilliCPU: 500, Clusters: []model.ClusterReplicas{{Name: "b", Replicas: 1}}},
 		},
 		Traffic: []model.TrafficInput{
 			{Workload: api, ValidUntil: fresh, Peers: []model.PeerInput{{Workload: &db, BytesPerSecond: 1e6}}},
@@ -214,7 +216,7 @@ func TestBuildCapacityPlan(t *testing.T) {
 	s := build(true)
 	a, _ := s.ClusterIndex("a")
 	b, _ := s.ClusterIndex("b")
-	if !s.Planned() {
+	if !s.HasPlan() {
 		t.Fatal("no plan made")
 	}
 	for k, want := range map[model.Key]int32{db: b, batch: a, api: -1, old: -1} {
@@ -237,6 +239,9 @@ func TestBuildCapacityPlan(t *testing.T) {
 	if got := s.DisplacementCost(s.Workload(batch), a); got != 0 {
 		t.Errorf("DisplacementCost(batch, a) = %v, want 0 (room left)", got)
 	}
+	if got := s.DisplacementCost(s.Workload(cache), b); got != 0 {
+		t.Errorf("DisplacementCost(cache, where it runs) = %v, want 0 (its request is already allocated)", got)
+	}
 	if got := s.DisplacementCost(s.Workload(db), b); got != 0 {
 		t.Errorf("DisplacementCost(db, its planned cluster) = %v", got)
 	}
@@ -254,7 +259,7 @@ func TestBuildCapacityPlan(t *testing.T) {
 	}
 
 	s = build(false)
-	if s.Planned() || s.Workload(db).Planned != -1 || s.Workload(api).Traffic.Peers[0].Source != model.PlacementObserved ||
+	if s.HasPlan() || s.Workload(db).Planned != -1 || s.Workload(api).Traffic.Peers[0].Source != model.PlacementObserved ||
 		s.DisplacementCost(s.Workload(batch), b) != 0 {
 		t.Errorf("without Plan the snapshot has a plan")
 	}
