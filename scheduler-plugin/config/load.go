@@ -29,6 +29,7 @@ const (
 // and converted to the types the plugins use.
 type Config struct {
 	SchedulerName    string
+	RecordEvents     bool
 	ClientConnection componentbaseconfigv1alpha1.ClientConnectionConfiguration
 	Model            Model
 	LatencyBudget    LatencyBudget
@@ -105,7 +106,10 @@ func resolve(doc *SchedulerConfiguration, schedulerName string) (*Config, error)
 	if doc.Kind != "" && doc.Kind != Kind {
 		errs = append(errs, field.NotSupported(field.NewPath("kind"), doc.Kind, []string{Kind}))
 	}
-	c := &Config{ClientConnection: doc.ClientConnection}
+	c := &Config{ClientConnection: doc.ClientConnection, RecordEvents: true}
+	if doc.RecordEvents != nil {
+		c.RecordEvents = *doc.RecordEvents
+	}
 	if c.ClientConnection.QPS == 0 {
 		c.ClientConnection.QPS = 50
 	}

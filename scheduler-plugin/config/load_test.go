@@ -17,6 +17,7 @@ clientConnection:
   kubeconfig: /etc/karmada/karmada-apiserver.config
   qps: 20
   burst: 40
+recordEvents: false
 model:
   minSamples: 50
   rebuildInterval: 250ms
@@ -63,7 +64,7 @@ func TestParseFull(t *testing.T) {
 	if c.SchedulerName != "flowplace-scheduler" || c.ClientConnection.Kubeconfig != "/etc/karmada/karmada-apiserver.config" || c.ClientConnection.QPS != 20 || c.ClientConnection.Burst != 40 {
 		t.Errorf("profile/client: %+v", c)
 	}
-	if c.Model.MinSamples != 50 || c.Model.RebuildInterval != 250*time.Millisecond || len(c.Model.WorkloadResources) != 1 || c.Model.CapacityPlan {
+	if c.Model.MinSamples != 50 || c.Model.RebuildInterval != 250*time.Millisecond || len(c.Model.WorkloadResources) != 1 || c.Model.CapacityPlan || c.RecordEvents {
 		t.Errorf("model: %+v", c.Model)
 	}
 	wantLB := LatencyBudget{Enabled: true, DefaultBudget: 80 * time.Millisecond, Strict: true, Quantile: model.QuantileP99, RequiredFraction: 0.25}
@@ -94,7 +95,7 @@ func TestDefaults(t *testing.T) {
 		want.SchedulerName = c.SchedulerName
 		if c.LatencyBudget != want.LatencyBudget || c.Model.MinSamples != DefaultMinSamples || c.Model.RebuildInterval != time.Second ||
 			c.TrafficLocality.Quantile != model.QuantileP50 || c.TrafficLocality.CostFloor != DefaultCostFloor || !c.TrafficLocality.Enabled ||
-			len(c.Model.WorkloadResources) != 2 || c.ClientConnection.QPS != 50 || !c.Model.CapacityPlan {
+			len(c.Model.WorkloadResources) != 2 || c.ClientConnection.QPS != 50 || !c.Model.CapacityPlan || !c.RecordEvents {
 			t.Errorf("%q: %+v", doc, c)
 		}
 		if c.LatencyBudget.DefaultBudget != 0 || c.LatencyBudget.Strict || c.LatencyBudget.Quantile != model.QuantileP90 || c.LatencyBudget.RequiredFraction != 0.1 {

@@ -42,6 +42,12 @@ type SchedulerConfiguration struct {
 	// Model tunes how the plugins read the estimator's objects.
 	Model ModelConfiguration `json:"model,omitempty"`
 
+	// RecordEvents writes one Event per scheduling attempt on the
+	// ResourceBinding (reason FlowplacePlacement) with the clusters the
+	// LatencyBudget filter excluded and why, and each cluster's expected
+	// cost from TrafficLocality. Default true.
+	RecordEvents *bool `json:"recordEvents,omitempty"`
+
 	// Profiles are per scheduler name; the scheduler uses the one whose
 	// schedulerName equals its --scheduler-name (or the only one).
 	Profiles []Profile `json:"profiles"`

@@ -204,6 +204,22 @@ profiles:
 	} else {
 		t.Logf("web placed in %v", got["web"])
 	}
+	// The attempt's verdicts as one Event on web's ResourceBinding.
+	var msg string
+	for deadline := time.Now().Add(10 * time.Second); msg == "" && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		list, err := cp.Host.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=FlowplacePlacement,involvedObject.name=web-deployment"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) > 0 {
+			msg = list.Items[0].Message
+		}
+	}
+	if !strings.HasPrefix(msg, "TrafficLocality expected cost (B/s*ms): "+usw2+" ") || !strings.Contains(msg, "LatencyBudget excluded "+apne1+": p90 RTT") {
+		t.Errorf("FlowplacePlacement event on web-deployment: %q", msg)
+	} else {
+		t.Logf("event: %s", msg)
+	}
 
 	// The scheduler's own log shows the plugins ran: flowplace's ready
 	// line, Karmada's per-plugin score lines and the filter's rejection

@@ -14,6 +14,7 @@ import (
 	"github.com/karmada-io/karmada/pkg/scheduler/framework"
 	"k8s.io/klog/v2"
 
+	"github.com/flowplace/flowplace/scheduler-plugin/events"
 	"github.com/flowplace/flowplace/scheduler-plugin/latencybudget"
 	"github.com/flowplace/flowplace/scheduler-plugin/model"
 	fpruntime "github.com/flowplace/flowplace/scheduler-plugin/runtime"
@@ -28,7 +29,10 @@ var (
 )
 
 // LatencyBudget is the Karmada face of latencybudget.Plugin.
-type LatencyBudget struct{ p *latencybudget.Plugin }
+type LatencyBudget struct {
+	p  *latencybudget.Plugin
+	ev *events.Recorder
+}
 
 // NewLatencyBudget is the factory for app.WithPlugin.
 func NewLatencyBudget() (framework.Plugin, error) {
@@ -36,7 +40,7 @@ func NewLatencyBudget() (framework.Plugin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("flowplace %s: %w", latencybudget.Name, err)
 	}
-	return &LatencyBudget{p: rt.LatencyBudget}, nil
+	return &LatencyBudget{p: rt.LatencyBudget, ev: rt.Events}, nil
 }
 
 // Name returns the plugin name.
@@ -53,6 +57,7 @@ func (l *LatencyBudget) Filter(_ context.Context, spec *workv1alpha2.ResourceBin
 		return nil
 	}
 	klog.V(4).InfoS("LatencyBudget excluded cluster", "binding", k, "cluster", cluster.Name, "reason", v.Reason)
+	l.ev.Excluded(k, cluster.Name, v.Reason)
 	return framework.NewResult(framework.Unschedulable, v.Reason)
 }
 
@@ -62,7 +67,10 @@ func (l *LatencyBudget) FilterWithContext(fc *framework.FilterContext) *framewor
 }
 
 // TrafficLocality is the Karmada face of trafficlocality.Plugin.
-type TrafficLocality struct{ p *trafficlocality.Plugin }
+type TrafficLocality struct {
+	p  *trafficlocality.Plugin
+	ev *events.Recorder
+}
 
 // NewTrafficLocality is the factory for app.WithPlugin.
 func NewTrafficLocality() (framework.Plugin, error) {
@@ -70,7 +78,7 @@ func NewTrafficLocality() (framework.Plugin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("flowplace %s: %w", trafficlocality.Name, err)
 	}
-	return &TrafficLocality{p: rt.TrafficLocality}, nil
+	return &TrafficLocality{p: rt.TrafficLocality, ev: rt.Events}, nil
 }
 
 // Name returns the plugin name.
@@ -82,6 +90,7 @@ func (t *TrafficLocality) Name() string { return trafficlocality.Name }
 func (t *TrafficLocality) Score(_ context.Context, spec *workv1alpha2.ResourceBindingSpec, cluster *clusterv1alpha1.Cluster) (int64, *framework.Result) {
 	k := key(spec)
 	r := t.p.Score(k, cluster.Name)
+	t.ev.Scored(k, cluster.Name, r)
 	if klog.V(4).Enabled() {
 		klog.InfoS("TrafficLocality", "binding", k, "cluster", cluster.Name, "reason", t.p.Explain(k, cluster.Name))
 	}

@@ -19,10 +19,16 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/flowplace/flowplace/scheduler-plugin/config"
+	"github.com/flowplace/flowplace/scheduler-plugin/events"
 	"github.com/flowplace/flowplace/scheduler-plugin/latencybudget"
 	"github.com/flowplace/flowplace/scheduler-plugin/source"
 	"github.com/flowplace/flowplace/scheduler-plugin/trafficlocality"
@@ -110,6 +116,9 @@ type Runtime struct {
 	Source          *source.Source
 	LatencyBudget   *latencybudget.Plugin
 	TrafficLocality *trafficlocality.Plugin
+	// Events records each scheduling attempt's verdicts as an Event on the
+	// binding; nil (records nothing) when recordEvents is false.
+	Events *events.Recorder
 }
 
 // New loads the config, connects and starts the model (stopped with ctx).
@@ -146,15 +155,32 @@ func New(ctx context.Context, o Options) (*Runtime, error) {
 		// Not fatal: flowplace's CRDs may be installed after the scheduler.
 		klog.ErrorS(err, "flowplace: model not synced; plugins are neutral until it is")
 	}
-	klog.InfoS("flowplace plugins ready", "schedulerName", c.SchedulerName,
-		"latencyBudget", c.LatencyBudget.Enabled, "trafficLocality", c.TrafficLocality.Enabled,
-		"clusters", src.Snapshot().NumClusters(), "workloads", src.Snapshot().NumWorkloads())
-	return &Runtime{
+	rt := &Runtime{
 		Config:          c,
 		Source:          src,
 		LatencyBudget:   latencybudget.New(src, c.LatencyBudget, nil),
 		TrafficLocality: trafficlocality.New(src, c.TrafficLocality, nil),
-	}, nil
+	}
+	if c.RecordEvents {
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return nil, fmt.Errorf("flowplace: client for Events: %w", err)
+		}
+		// Same broadcaster setup as Kubernetes components: the sink
+		// correlates and rate-limits repeated Events per object.
+		b := record.NewBroadcaster(record.WithContext(ctx))
+		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+		go func() {
+			<-ctx.Done()
+			b.Shutdown()
+		}()
+		rt.Events = events.New(b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: c.SchedulerName}), src.BindingUID, nil)
+		go rt.Events.Run(ctx)
+	}
+	klog.InfoS("flowplace plugins ready", "schedulerName", c.SchedulerName,
+		"latencyBudget", c.LatencyBudget.Enabled, "trafficLocality", c.TrafficLocality.Enabled, "events", c.RecordEvents,
+		"clusters", src.Snapshot().NumClusters(), "workloads", src.Snapshot().NumWorkloads())
+	return rt, nil
 }
 
 var (

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/metadata"
@@ -111,6 +112,23 @@ func NewForClients(dc dynamic.Interface, mc metadata.Interface, opts config.Mode
 
 // Snapshot returns the current model (nil before the first build).
 func (s *Source) Snapshot() *model.Snapshot { return s.holder.Snapshot() }
+
+// BindingUID is the UID of the ResourceBinding (ClusterResourceBinding
+// bindings are not watched: false) named by k, from the informer cache.
+func (s *Source) BindingUID(k model.Key) (types.UID, bool) {
+	if k.Namespace == "" {
+		return "", false
+	}
+	o, ok, err := s.bindings.GetStore().GetByKey(k.Namespace + "/" + k.Name)
+	if err != nil || !ok {
+		return "", false
+	}
+	u, isU := o.(*unstructured.Unstructured)
+	if !isU {
+		return "", false
+	}
+	return u.GetUID(), true
+}
 
 // Rebuilds counts snapshot builds (for tests and metrics).
 func (s *Source) Rebuilds() int64 { return s.rebuilds.Load() }

@@ -201,6 +201,38 @@ func TestInformerBackedPlugins(t *testing.T) {
 		if v := rt.LatencyBudget.Filter(frontend, euw1); v.Fit || !strings.Contains(v.Reason, "exceeds the budget 100ms") {
 			t.Errorf("Ireland is 233 ms (p90) from Tokyo, over 100ms: %+v", v)
 		}
+		// One scheduling attempt, as the adapter reports it: an Event on
+		// the ResourceBinding (found by UID) sums it up.
+		for _, c := range all {
+			if v := rt.LatencyBudget.Filter(frontend, c); !v.Fit {
+				rt.Events.Excluded(frontend, c, v.Reason)
+				continue
+			}
+			rt.Events.Scored(frontend, c, rt.TrafficLocality.Score(frontend, c))
+		}
+		rt.Events.Flush(true)
+		rb, err := dc.Resource(source.ResourceBindingGVR).Namespace(ns).Get(ctx, frontend.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := waitFor(t, func() *corev1.Event {
+			list, err := host.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=FlowplacePlacement,involvedObject.name=" + frontend.Name})
+			if err != nil || len(list.Items) == 0 {
+				return nil
+			}
+			return &list.Items[0]
+		}, func(e *corev1.Event) bool { return e != nil })
+		// cart now runs in Tokyo and the clients are in Frankfurt: no
+		// cluster is within 100ms of both, so every one is excluded.
+		if ev.InvolvedObject.UID != rb.GetUID() || ev.InvolvedObject.Kind != "ResourceBinding" || ev.Source.Component != "flowplace-scheduler" {
+			t.Errorf("event: %+v", ev)
+		}
+		for _, c := range all {
+			if !strings.Contains(ev.Message, "LatencyBudget excluded "+c+": p90 RTT") {
+				t.Errorf("event message lacks the exclusion of %s: %s", c, ev.Message)
+			}
+		}
+		t.Logf("event: %s", ev.Message)
 		env[fpruntime.ConfigEnv] = filepath.Join(t.TempDir(), "missing.yaml")
 		if _, err := fpruntime.New(runCtx, fpruntime.OptionsFrom(args, func(k string) string { return env[k] })); err == nil {
 			t.Error("explicit missing config file accepted")
