@@ -116,6 +116,14 @@ type solver struct {
 
 // Solve computes the plan.
 func Solve(p Problem) Result {
+	if p.Clusters <= 0 {
+		// Nowhere to plan anything.
+		r := Result{Cluster: make([]int, len(p.Nodes))}
+		for i := range r.Cluster {
+			r.Cluster[i] = -1
+		}
+		return r
+	}
 	s := newSolver(p)
 	s.initial(p.Edges)
 	s.improve()

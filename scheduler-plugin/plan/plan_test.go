@@ -81,6 +81,11 @@ func TestSolve(t *testing.T) {
 			slack: []float64{0, 0, 0},
 		},
 		{
+			name: "no clusters: nothing planned",
+			p:    Problem{Nodes: []Node{{Demand: 1}, {Demand: 2}}, Edges: []Edge{{0, 1, 10}}},
+			want: []int{-1, -1},
+		},
+		{
 			name: "bad edges are ignored",
 			p: Problem{Clusters: 3, RTTMs: rtt3,
 				Nodes: []Node{{Demand: 1, External: []Load{{1, 10}}}},
@@ -183,4 +188,62 @@ func BenchmarkSolve(b *testing.B) {
 	for b.Loop() {
 		Solve(p)
 	}
+}
+
+// FuzzSolve: any problem, however malformed, gives a result of the right
+// shape without panicking (the plan runs inside the scheduler process).
+func FuzzSolve(f *testing.F) {
+	f.Add([]byte{3, 2, 0, 1, 5, 9, 1, 0, 200, 7})
+	f.Add([]byte{0, 4, 1, 1, 1})
+	f.Add([]byte{5, 9, 255, 0, 3, 3, 3, 128, 64, 32, 16, 8, 4, 2, 1, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		next := func() int {
+			if len(data) == 0 {
+				return 0
+			}
+			v := int(data[0])
+			data = data[1:]
+			return v
+		}
+		val := func() float64 {
+			switch v := next(); v {
+			case 255:
+				return math.Inf(1)
+			case 254:
+				return math.NaN()
+			case 253:
+				return -1
+			default:
+				return float64(v)
+			}
+		}
+		p := Problem{Clusters: next() % 6}
+		for range p.Clusters * p.Clusters {
+			p.RTTMs = append(p.RTTMs, val())
+		}
+		for range p.Clusters {
+			p.Free = append(p.Free, val())
+		}
+		nodes := next() % 8
+		for range nodes {
+			nd := Node{Demand: val()}
+			if next()%3 == 0 {
+				nd.Fixed = []Share{{next() % 7, val()}}
+			}
+			nd.External = []Load{{next() % 7, val()}}
+			p.Nodes = append(p.Nodes, nd)
+		}
+		for range next() % 10 {
+			p.Edges = append(p.Edges, Edge{next() % 9, next() % 9, val()})
+		}
+		r := Solve(p)
+		if len(r.Cluster) != len(p.Nodes) {
+			t.Fatalf("%d planned for %d nodes", len(r.Cluster), len(p.Nodes))
+		}
+		for u, c := range r.Cluster {
+			if c < -1 || c >= p.Clusters || (c >= 0) != (len(p.Nodes[u].Fixed) == 0 && p.Clusters > 0) {
+				t.Fatalf("node %d (fixed %v) planned in %d of %d clusters", u, p.Nodes[u].Fixed, c, p.Clusters)
+			}
+		}
+	})
 }
