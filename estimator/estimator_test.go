@@ -264,8 +264,12 @@ func TestEstimator(t *testing.T) {
 		var mid PublishStats
 		want := driveTraffic(t, r.e.OTLPAddr().String(), 4*time.Second, func() { mid = r.e.PublishStats() })
 		end := r.e.PublishStats()
-		if writes := end.StatusUpdates - mid.StatusUpdates; writes > 1 || mid.Creates != 3 {
-			t.Errorf("%d status writes over %d rounds of steady traffic (want at most 1); %d creates before (want 3)",
+		// Writing every round would be one write per object per round
+		// (3 x ~7); a scheduling stall on a shared machine can move one
+		// decayed rate past the 10% threshold, so allow one write per
+		// object, not per round.
+		if writes := end.StatusUpdates - mid.StatusUpdates; writes > 3 || mid.Creates != 3 {
+			t.Errorf("%d status writes over %d rounds of steady traffic for 3 objects (want at most 3); %d creates before (want 3)",
 				writes, end.Rounds-mid.Rounds, mid.Creates)
 		}
 		if end.Errors != 0 {

