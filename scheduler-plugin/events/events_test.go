@@ -1,6 +1,7 @@
 package events
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -106,4 +107,42 @@ func TestFlush(t *testing.T) {
 	var none *Recorder
 	none.Scored(web, "a", tl.Result{})
 	none.Excluded(web, "a", "x")
+}
+
+// BenchmarkScored is what recording adds to each Score call in the
+// adapter (100 clusters per attempt, one attempt pending).
+func BenchmarkScored(b *testing.B) {
+	r := New(record.NewFakeRecorder(1), nil, nil)
+	k := model.KeyFor("shop", "Deployment", "web")
+	clusters := make([]string, 100)
+	for i := range clusters {
+		clusters[i] = fmt.Sprintf("member-%d", i)
+	}
+	res := tl.Result{Cost: 1e9, Reason: tl.ReasonCost}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		r.Scored(k, clusters[i%len(clusters)], res)
+		i++
+	}
+}
+
+// BenchmarkAttempt is one whole attempt: 100 Scored calls, then the Event
+// written (off the Score path, in Run's goroutine).
+func BenchmarkAttempt(b *testing.B) {
+	fake := record.NewFakeRecorder(1)
+	r := New(fake, nil, nil)
+	k := model.KeyFor("shop", "Deployment", "web")
+	clusters := make([]string, 100)
+	for i := range clusters {
+		clusters[i] = fmt.Sprintf("member-%d", i)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for i, c := range clusters {
+			r.Scored(k, c, tl.Result{Cost: float64(i), Reason: tl.ReasonCost})
+		}
+		r.Flush(true)
+		<-fake.Events
+	}
 }

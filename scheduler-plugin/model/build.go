@@ -219,7 +219,6 @@ func Build(in Inputs, opts BuildOptions) *Snapshot {
 			setBudget(w, ann)
 		}
 	}
-	var unplaced []unplacedPeer
 	for _, t := range in.Traffic {
 		w := wl(t.Workload)
 		tr := &Traffic{ValidUntil: t.ValidUntil.UnixNano(), Samples: t.Samples}
@@ -245,9 +244,6 @@ func Build(in Inputs, opts BuildOptions) *Snapshot {
 					e.Source = PlacementObserved
 				}
 			}
-			if p.Workload != nil && (e.Source == PlacementUnknown || e.Source == PlacementObserved && s.waiting(*p.Workload)) {
-				unplaced = append(unplaced, unplacedPeer{traffic: tr, peer: len(tr.Peers), key: *p.Workload})
-			}
 			tr.Peers = append(tr.Peers, e)
 			tr.PeerBytesPerSecond += p.BytesPerSecond
 		}
@@ -268,7 +264,7 @@ func Build(in Inputs, opts BuildOptions) *Snapshot {
 		w.Traffic = tr
 	}
 	if opts.Plan {
-		s.plan(in, unplaced, s.BuiltAt.UnixNano())
+		s.plan(in, s.BuiltAt.UnixNano())
 	}
 	return s
 }

@@ -2,24 +2,15 @@ package model
 
 import (
 	"math"
-	"slices"
 
 	"github.com/flowplace/flowplace/scheduler-plugin/plan"
 )
-
-// unplacedPeer is a peer edge whose workload has no placement yet; the plan
-// may fill in its Dist.
-type unplacedPeer struct {
-	traffic *Traffic
-	peer    int
-	key     Key
-}
 
 // plan builds the capacity-plan problem from the snapshot's workloads with
 // traffic fresh at now, solves it, and records the result: planned clusters
 // for unplaced workloads (and as the Dist of peer edges to them) and each
 // cluster's slack and price.
-func (s *Snapshot) plan(in Inputs, unplaced []unplacedPeer, now int64) {
+func (s *Snapshot) plan(in Inputs, now int64) {
 	n := s.n
 	p := plan.Problem{Clusters: n, RTTMs: make([]float64, n*n), Free: make([]float64, n)}
 	for a := int32(0); a < int32(n); a++ {
@@ -49,10 +40,7 @@ func (s *Snapshot) plan(in Inputs, unplaced []unplacedPeer, now int64) {
 		keys = append(keys, k)
 		var nd plan.Node
 		if w := s.workloads[k]; w != nil {
-			nd.Demand = w.DemandMilliCPU
-			for _, sh := range w.Placement {
-				nd.Fixed = append(nd.Fixed, plan.Share{Cluster: int(sh.Cluster), Fraction: sh.Fraction})
-			}
+			nd.Demand, nd.Fixed = w.DemandMilliCPU, fixedShares(w.Placement)
 		}
 		p.Nodes = append(p.Nodes, nd)
 		return i
@@ -60,11 +48,13 @@ func (s *Snapshot) plan(in Inputs, unplaced []unplacedPeer, now int64) {
 	// Iterate the inputs, not the map, so the problem (and thus ties in the
 	// plan) does not depend on map order.
 	var fresh []Key
+	seen := map[Key]bool{}
 	for _, t := range in.Traffic {
 		w := s.workloads[t.Workload]
-		if w == nil || w.Traffic == nil || !w.Traffic.Fresh(now) || slices.Contains(fresh, t.Workload) {
+		if w == nil || w.Traffic == nil || !w.Traffic.Fresh(now) || seen[t.Workload] {
 			continue
 		}
+		seen[t.Workload] = true
 		fresh = append(fresh, t.Workload)
 	}
 	// inbound[k][c]: bytes/s callers placed in c send to k, already counted
@@ -80,14 +70,9 @@ func (s *Snapshot) plan(in Inputs, unplaced []unplacedPeer, now int64) {
 				// A plain service, or a workload Karmada does not place:
 				// where it was observed is where it stays.
 				if len(e.Dist) > 0 {
-					pseudo := len(p.Nodes)
 					keys = append(keys, Key{})
-					var nd plan.Node
-					for _, sh := range e.Dist {
-						nd.Fixed = append(nd.Fixed, plan.Share{Cluster: int(sh.Cluster), Fraction: sh.Fraction})
-					}
-					p.Nodes = append(p.Nodes, nd)
-					p.Edges = append(p.Edges, plan.Edge{A: from, B: pseudo, BytesPerSecond: e.BytesPerSecond})
+					p.Nodes = append(p.Nodes, plan.Node{Fixed: fixedShares(e.Dist)})
+					p.Edges = append(p.Edges, plan.Edge{A: from, B: len(p.Nodes) - 1, BytesPerSecond: e.BytesPerSecond})
 				}
 				continue
 			}
@@ -114,8 +99,8 @@ func (s *Snapshot) plan(in Inputs, unplaced []unplacedPeer, now int64) {
 	}
 
 	r := plan.Solve(p)
-	s.slack, s.price = r.Slack, r.Price
-	dist := make([][]Share, len(keys))
+	s.slack, s.price, s.planCost = r.Slack, r.Price, r.Cost
+	dist := map[Key][]Share{}
 	for i, c := range r.Cluster {
 		if c < 0 || keys[i] == (Key{}) {
 			continue
@@ -123,14 +108,28 @@ func (s *Snapshot) plan(in Inputs, unplaced []unplacedPeer, now int64) {
 		if w := s.workloads[keys[i]]; w != nil {
 			w.Planned = int32(c)
 		}
-		dist[i] = []Share{{Cluster: int32(c), Fraction: 1}}
+		dist[keys[i]] = []Share{{Cluster: int32(c), Fraction: 1}}
 	}
-	for _, u := range unplaced {
-		i, ok := index[u.key]
-		if !ok || dist[i] == nil {
+	// Edges to a peer with no placement, or whose binding waits to be
+	// scheduled (its observed location is about to change), take the plan.
+	for _, w := range s.workloads {
+		if w.Traffic == nil {
 			continue
 		}
-		e := &u.traffic.Peers[u.peer]
-		e.Dist, e.Source = dist[i], PlacementPlanned
+		for i := range w.Traffic.Peers {
+			e := &w.Traffic.Peers[i]
+			d := dist[e.Workload]
+			if d != nil && (e.Source == PlacementUnknown || e.Source == PlacementObserved && s.waiting(e.Workload)) {
+				e.Dist, e.Source = d, PlacementPlanned
+			}
+		}
 	}
+}
+
+func fixedShares(dist []Share) []plan.Share {
+	out := make([]plan.Share, 0, len(dist))
+	for _, sh := range dist {
+		out = append(out, plan.Share{Cluster: int(sh.Cluster), Fraction: sh.Fraction})
+	}
+	return out
 }

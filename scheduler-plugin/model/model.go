@@ -190,6 +190,8 @@ type Snapshot struct {
 	// left and cost (bytes/s x ms) per milli-CPU of taking it; nil when no
 	// plan was made.
 	slack, price []float64
+	// planCost is the plan's network cost (bytes/s x ms), for logs.
+	planCost float64
 	// BuiltAt is when the snapshot was built (for logs).
 	BuiltAt time.Time
 }
@@ -289,6 +291,15 @@ func (s *Snapshot) DisplacementCost(w *Workload, c int32) float64 {
 		return 0
 	}
 	return need * s.price[c]
+}
+
+// PlanCost is the capacity plan's network cost in bytes/s x ms (0 without
+// a plan): the rebuild log reports it, so an operator can follow it.
+func (s *Snapshot) PlanCost() float64 {
+	if s == nil {
+		return 0
+	}
+	return s.planCost
 }
 
 // Slack is cluster c's free milli-CPU left by the capacity plan (+Inf when

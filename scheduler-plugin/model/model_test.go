@@ -231,6 +231,10 @@ func TestBuildCapacityPlan(t *testing.T) {
 	if got := s.Slack(b); got != 0 {
 		t.Errorf("slack of b = %v, want 0", got)
 	}
+	// Only api (a) -> db (b) crosses: 1 MB/s x 10 ms.
+	if got := s.PlanCost(); got != 1e7 {
+		t.Errorf("plan cost %v, want 1e7", got)
+	}
 	// db's regret for a: 1.5 MB/s x 10 ms - 1 MB/s x 10 ms = 5e6 for 1000
 	// milli-CPU; batch's 500 in b would displace half of it.
 	if got := s.DisplacementCost(s.Workload(batch), b); got != 2.5e6 {

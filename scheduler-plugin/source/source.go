@@ -196,7 +196,7 @@ func (s *Source) Rebuild() {
 	snap := model.Build(in, model.BuildOptions{MinSamples: s.opts.MinSamples, Plan: s.opts.CapacityPlan})
 	s.holder.Store(snap)
 	s.rebuilds.Add(1)
-	klog.V(4).InfoS("flowplace model rebuilt", "clusters", snap.NumClusters(), "workloads", snap.NumWorkloads(),
+	klog.V(4).InfoS("flowplace model rebuilt", "clusters", snap.NumClusters(), "workloads", snap.NumWorkloads(), "planCost", snap.PlanCost(),
 		"latencyRows", len(in.Latency), "traffic", len(in.Traffic), "bindings", len(in.Bindings), "took", time.Since(start))
 }
 
