@@ -50,7 +50,7 @@ lab:
 clean:
 	rm -rf bin/
 
-# kube-apiserver, kube-proxy and etcd for test/controlplane, built from the
+# kube-apiserver, kube-proxy and etcd for world/controlplane, built from the
 # tools module into ${FLOWPLACE_CACHE:-~/.cache/flowplace}/controlplane/<key>/
 # (a no-op when that key is cached). Tests build them on first use anyway;
 # this target only lets CI or a developer pay the ~9 min cold build up front.

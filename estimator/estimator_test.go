@@ -24,7 +24,7 @@ import (
 	v1 "github.com/flowplace/flowplace/api/v1alpha1"
 	"github.com/flowplace/flowplace/estimator/aggregate"
 	"github.com/flowplace/flowplace/telemetry"
-	"github.com/flowplace/flowplace/test/controlplane"
+	"github.com/flowplace/flowplace/world/controlplane"
 )
 
 // env is a Karmada API server (real kube-apiserver + etcd with Karmada's

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-proxy and etcd for test/controlplane into
+# Builds kube-apiserver, kube-proxy and etcd for world/controlplane into
 # ${FLOWPLACE_CACHE:-$HOME/.cache/flowplace}/controlplane/<key>/ and prints that
-# directory. The key hashes test/controlplane/tools/go.{mod,sum} and the build
+# directory. The key hashes world/controlplane/tools/go.{mod,sum} and the build
 # flags; if the directory exists nothing is built. The logic lives in Go
 # (controlplane.Binaries) so that tests and this script share one cache key.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec go run ./test/controlplane/cmd/controlplane-bin
+exec go run ./world/controlplane/cmd/controlplane-bin

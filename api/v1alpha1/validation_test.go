@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	v1 "github.com/flowplace/flowplace/api/v1alpha1"
-	"github.com/flowplace/flowplace/test/controlplane"
+	"github.com/flowplace/flowplace/world/controlplane"
 )
 
 func toUnstructured(t *testing.T, obj runtime.Object) *unstructured.Unstructured {

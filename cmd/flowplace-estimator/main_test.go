@@ -23,7 +23,7 @@ import (
 	"github.com/flowplace/flowplace/estimator"
 	"github.com/flowplace/flowplace/internal/loghist"
 	"github.com/flowplace/flowplace/telemetry"
-	"github.com/flowplace/flowplace/test/controlplane"
+	"github.com/flowplace/flowplace/world/controlplane"
 )
 
 func TestBadFlags(t *testing.T) {

@@ -16,7 +16,7 @@ import (
 	"github.com/flowplace/flowplace/api/crds"
 	"github.com/flowplace/flowplace/estimator"
 	"github.com/flowplace/flowplace/internal/lab/demo"
-	"github.com/flowplace/flowplace/test/controlplane"
+	"github.com/flowplace/flowplace/world/controlplane"
 )
 
 // Published counts the estimator's objects in the API server.

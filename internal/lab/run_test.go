@@ -13,7 +13,7 @@ import (
 
 	"github.com/flowplace/flowplace/internal/probe"
 	"github.com/flowplace/flowplace/internal/probe/probetest"
-	"github.com/flowplace/flowplace/test/topology"
+	"github.com/flowplace/flowplace/world/wan"
 )
 
 // A short lab run: the measured RTT matrix matches the injected one, the
@@ -21,7 +21,7 @@ import (
 // left behind.
 func TestRunImprovesPlacement(t *testing.T) {
 	probetest.RequireKernel(t)
-	topology.Require(t)
+	wan.Require(t)
 	prof, err := DefaultProfile(3, 0.1)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func flowplacePrograms(t *testing.T) int {
 // run still improves placement.
 func TestRunWithAPIServer(t *testing.T) {
 	probetest.RequireKernel(t)
-	topology.Require(t)
+	wan.Require(t)
 	prof, err := DefaultProfile(3, 0.1)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 
 	"github.com/flowplace/flowplace/internal/lab/demo"
 	"github.com/flowplace/flowplace/internal/probe"
-	"github.com/flowplace/flowplace/test/topology"
+	"github.com/flowplace/flowplace/world/wan"
 )
 
 // ServicePort is the port every demo service listens on.
@@ -42,7 +42,7 @@ type Options struct {
 // services as real processes placed in them.
 type World struct {
 	opts    Options
-	topo    *topology.Topology
+	topo    *wan.Topology
 	cgRoot  string
 	cgroups map[string]string // cluster -> cgroup v2 dir
 
@@ -79,11 +79,11 @@ func NewWorld(ctx context.Context, opts Options) (_ *World, err error) {
 			w.Close()
 		}
 	}()
-	rtt := map[topology.Pair]time.Duration{}
+	rtt := map[wan.Pair]time.Duration{}
 	names := opts.Profile.ClusterNames()
 	for i, a := range names {
 		for _, b := range names[i+1:] {
-			rtt[topology.Pair{A: a, B: b}] = opts.Profile.Injected(a, b)
+			rtt[wan.Pair{A: a, B: b}] = opts.Profile.Injected(a, b)
 		}
 	}
 	w.progress("[1/4] creating %d clusters behind the WAN hub", len(names))
@@ -94,7 +94,7 @@ func NewWorld(ctx context.Context, opts Options) (_ *World, err error) {
 		w.progress("cleaning up after an earlier run: %v", err)
 	}
 	prefix := fmt.Sprintf("%s%d", labPrefix, os.Getpid())
-	if w.topo, err = topology.New(ctx, topology.Config{Prefix: prefix, Clusters: names, ExtraRTT: rtt, QuickACK: true}); err != nil {
+	if w.topo, err = wan.New(ctx, wan.Config{Prefix: prefix, Clusters: names, ExtraRTT: rtt, QuickACK: true}); err != nil {
 		return nil, fmt.Errorf("lab: clusters: %w", err)
 	}
 	mounted, _ := probe.FindCgroup2()
@@ -126,7 +126,7 @@ func (w *World) progress(format string, args ...any) {
 }
 
 // Topology is the clusters' network.
-func (w *World) Topology() *topology.Topology { return w.topo }
+func (w *World) Topology() *wan.Topology { return w.topo }
 
 // Cgroup returns the cgroup a cluster's processes run in.
 func (w *World) Cgroup(cluster string) string { return w.cgroups[cluster] }
@@ -421,7 +421,7 @@ const (
 // detached when its file descriptors close.
 func SweepLeftovers() error {
 	var errs []error
-	if err := topology.Sweep(labPrefix); err != nil {
+	if err := wan.Sweep(labPrefix); err != nil {
 		errs = append(errs, err)
 	}
 	root, err := probe.FindCgroup2()

@@ -13,7 +13,7 @@ import (
 	"github.com/flowplace/flowplace/internal/probe/probetest"
 	"github.com/flowplace/flowplace/telemetry"
 	"github.com/flowplace/flowplace/test/otlptest"
-	"github.com/flowplace/flowplace/test/topology"
+	"github.com/flowplace/flowplace/world/wan"
 )
 
 func buildCLI(t *testing.T) string {
@@ -30,7 +30,7 @@ func buildCLI(t *testing.T) string {
 // the entry service see the WAN's RTT in their request latency.
 func TestWorldPlacesAndLoads(t *testing.T) {
 	probetest.RequireKernel(t)
-	topology.Require(t)
+	wan.Require(t)
 	prof, err := DefaultProfile(3, 0.1)
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +131,7 @@ func TestNewWorldRejectsBadInput(t *testing.T) {
 // sweep removes them.
 func TestSweepLeftovers(t *testing.T) {
 	probetest.RequireKernel(t)
-	topology.Require(t)
+	wan.Require(t)
 	root, err := probe.Cgroup2(probe.DefaultCgroup2Mount)
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func TestSweepLeftovers(t *testing.T) {
 // measures a pair from its client side).
 func TestCollectorMeasuresInjectedRTT(t *testing.T) {
 	probetest.RequireKernel(t)
-	topology.Require(t)
+	wan.Require(t)
 	prof, err := DefaultProfile(3, 0.1)
 	if err != nil {
 		t.Fatal(err)

@@ -28,7 +28,7 @@ import (
 	"github.com/flowplace/flowplace/scheduler-plugin/model"
 	"github.com/flowplace/flowplace/scheduler-plugin/model/modeltest"
 	"github.com/flowplace/flowplace/scheduler-plugin/source"
-	"github.com/flowplace/flowplace/test/controlplane"
+	"github.com/flowplace/flowplace/world/controlplane"
 )
 
 // SchedulerEnv names the custom karmada-scheduler binary.

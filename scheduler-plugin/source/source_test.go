@@ -27,7 +27,7 @@ import (
 	fpruntime "github.com/flowplace/flowplace/scheduler-plugin/runtime"
 	"github.com/flowplace/flowplace/scheduler-plugin/source"
 	"github.com/flowplace/flowplace/scheduler-plugin/trafficlocality"
-	"github.com/flowplace/flowplace/test/controlplane"
+	"github.com/flowplace/flowplace/world/controlplane"
 )
 
 const ns = "shop"

@@ -23,15 +23,15 @@ import (
 	"github.com/flowplace/flowplace/internal/attribution"
 	"github.com/flowplace/flowplace/internal/probe/probetest"
 	"github.com/flowplace/flowplace/telemetry"
-	"github.com/flowplace/flowplace/test/controlplane"
 	"github.com/flowplace/flowplace/test/otlptest"
-	"github.com/flowplace/flowplace/test/topology"
+	"github.com/flowplace/flowplace/world/controlplane"
+	"github.com/flowplace/flowplace/world/wan"
 )
 
 // forwardIntoNetns makes a host-side TCP address reachable at the same
 // address inside a cluster's network namespace (its loopback is its own), so
 // that processes there can use the member API server's kubeconfig as is.
-func forwardIntoNetns(t *testing.T, c *topology.Cluster, hostAddr string) {
+func forwardIntoNetns(t *testing.T, c *wan.Cluster, hostAddr string) {
 	t.Helper()
 	ln, err := c.Listen("tcp4", hostAddr)
 	if err != nil {
@@ -129,7 +129,7 @@ func TestAgentKubernetesAttribution(t *testing.T) {
 	ctx := context.Background()
 	cp := controlplane.StartForTest(t, controlplane.Config{Members: []string{"m1", "m2"}})
 	const remoteRTT = 20 * time.Millisecond
-	topo := topology.NewForTest(t, []string{"m1", "m2"}, map[topology.Pair]time.Duration{{A: "m1", B: "m2"}: remoteRTT})
+	topo := wan.NewForTest(t, []string{"m1", "m2"}, map[wan.Pair]time.Duration{{A: "m1", B: "m2"}: remoteRTT})
 	m1, _ := topo.Cluster("m1")
 	m2, _ := topo.Cluster("m2")
 	frontendIP, _ := m1.AllocAddr()
@@ -161,7 +161,7 @@ func TestAgentKubernetesAttribution(t *testing.T) {
 	forwardIntoNetns(t, m1, u.Host)
 	// A node's default route: connect() needs one to the service range
 	// before kube-proxy's OUTPUT rules translate it.
-	if out, err := m1.Command(ctx, "ip", "route", "add", member1.ServiceCIDR, "dev", topology.TunName).CombinedOutput(); err != nil {
+	if out, err := m1.Command(ctx, "ip", "route", "add", member1.ServiceCIDR, "dev", wan.TunName).CombinedOutput(); err != nil {
 		t.Fatalf("route to the service range: %v: %s", err, out)
 	}
 	pctx, stopProxy := context.WithCancel(ctx)

@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/flowplace/flowplace/test/controlplane"
+	"github.com/flowplace/flowplace/world/controlplane"
 )
 
 // TestAgentKubernetesMissingPermissions runs the agent with a service

@@ -24,7 +24,7 @@ import (
 	"github.com/flowplace/flowplace/internal/probe/probetest"
 	"github.com/flowplace/flowplace/telemetry"
 	"github.com/flowplace/flowplace/test/otlptest"
-	"github.com/flowplace/flowplace/test/topology"
+	"github.com/flowplace/flowplace/world/wan"
 )
 
 // buildBinary builds a command of this module into the test's temp dir.
@@ -71,8 +71,8 @@ type moved struct{ sent, received int }
 // agentLab is a frontend in cluster a, "cart" backends in b and c, a real
 // OTLP receiver, and the real agent binary in standalone mode.
 type agentLab struct {
-	topo       *topology.Topology
-	a          *topology.Cluster
+	topo       *wan.Topology
+	a          *wan.Cluster
 	frontendIP netip.Addr
 	backends   map[string]netip.AddrPort
 	served     map[string]chan [2]int // per backend: bytes in/out of each finished connection
@@ -90,7 +90,7 @@ func newAgentLab(t *testing.T, services func(backends map[string]netip.AddrPort)
 	t.Helper()
 	probetest.RequireKernel(t)
 	l := &agentLab{backends: map[string]netip.AddrPort{}, served: map[string]chan [2]int{}, log: &bytes.Buffer{}}
-	l.topo = topology.NewForTest(t, []string{"a", "b", "c"}, map[topology.Pair]time.Duration{
+	l.topo = wan.NewForTest(t, []string{"a", "b", "c"}, map[wan.Pair]time.Duration{
 		{A: "a", B: "b"}: injectedRTT["b"], {A: "a", B: "c"}: injectedRTT["c"],
 	})
 	l.a, _ = l.topo.Cluster("a")
@@ -342,7 +342,7 @@ func TestAgentTranslatedServiceAttribution(t *testing.T) {
 	// kube-proxy's iptables mode: a per-service chain choosing a backend.
 	// Like a node's default route: connect() needs a route to the VIP
 	// before the OUTPUT chain translates it.
-	if out, err := l.a.Command(context.Background(), "ip", "route", "add", "10.96.0.0/16", "dev", topology.TunName).CombinedOutput(); err != nil {
+	if out, err := l.a.Command(context.Background(), "ip", "route", "add", "10.96.0.0/16", "dev", wan.TunName).CombinedOutput(); err != nil {
 		t.Fatalf("route to the service range: %v: %s", err, out)
 	}
 	rules := [][]string{

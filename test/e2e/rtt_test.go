@@ -17,7 +17,7 @@ import (
 	"github.com/flowplace/flowplace/internal/loghist"
 	"github.com/flowplace/flowplace/internal/probe"
 	"github.com/flowplace/flowplace/internal/probe/probetest"
-	"github.com/flowplace/flowplace/test/topology"
+	"github.com/flowplace/flowplace/world/wan"
 )
 
 // serve answers fixed-size requests with fixed-size responses until EOF and
@@ -59,11 +59,11 @@ func serve(t *testing.T, ln net.Listener, reqSize, respSize int, moved chan<- [2
 func TestInjectedRTTPerDestination(t *testing.T) {
 	probetest.RequireKernel(t)
 	injected := map[string]time.Duration{"b": 5 * time.Millisecond, "c": 20 * time.Millisecond, "d": 50 * time.Millisecond}
-	rtt := map[topology.Pair]time.Duration{}
+	rtt := map[wan.Pair]time.Duration{}
 	for dst, d := range injected {
-		rtt[topology.Pair{A: "a", B: dst}] = d
+		rtt[wan.Pair{A: "a", B: dst}] = d
 	}
-	topo := topology.NewForTest(t, []string{"a", "b", "c", "d"}, rtt)
+	topo := wan.NewForTest(t, []string{"a", "b", "c", "d"}, rtt)
 	p := probetest.Attach(t, probe.Options{})
 
 	const conns, rounds, reqSize, respSize = 3, 30, 200, 3000

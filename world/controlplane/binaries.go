@@ -102,7 +102,7 @@ var ErrNoToolchain = errors.New("controlplane: cannot build binaries")
 // Logf receives progress lines; nil discards them.
 type Logf func(format string, args ...any)
 
-// ToolsDir locates the tools module (test/controlplane/tools) of this
+// ToolsDir locates the tools module (world/controlplane/tools) of this
 // repository. FLOWPLACE_CONTROLPLANE_TOOLS overrides it; otherwise it walks up
 // from the working directory to the root module, so that it works from any
 // package's tests and from the repository root.

@@ -1,7 +1,7 @@
-// Tools module: pins the Kubernetes and etcd sources that test/controlplane
+// Tools module: pins the Kubernetes and etcd sources that world/controlplane
 // builds kube-apiserver, kube-proxy and etcd from. It is a separate module so
 // that the root module never depends on k8s.io/kubernetes.
-module github.com/flowplace/flowplace/test/controlplane/tools
+module github.com/flowplace/flowplace/world/controlplane/tools
 
 go 1.26.0
 

@@ -1,4 +1,4 @@
-// Package topology builds a "multi-cluster WAN" out of Linux network
+// Package wan builds a "multi-cluster WAN" out of Linux network
 // namespaces for tests and one-machine labs.
 //
 // Every cluster is a network namespace with a TUN device (fpwan0) that owns
@@ -19,7 +19,7 @@
 //
 // Traffic between addresses of the same cluster never leaves the kernel's
 // local path and sees no added delay.
-package topology
+package wan
 
 import (
 	"context"

@@ -1,5 +1,5 @@
 // Command controlplane-bin builds (or finds in the cache) the kube-apiserver,
-// kube-proxy and etcd binaries that test/controlplane runs, and prints the
+// kube-proxy and etcd binaries that world/controlplane runs, and prints the
 // directory holding them. hack/build-controlplane.sh and `make
 // controlplane-bin` run it; tests call controlplane.Binaries directly, which
 // uses the same cache key, so a prebuilt cache makes the first test run warm.
@@ -12,7 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/flowplace/flowplace/test/controlplane"
+	"github.com/flowplace/flowplace/world/controlplane"
 )
 
 func main() {

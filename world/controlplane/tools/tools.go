@@ -1,6 +1,6 @@
 //go:build tools
 
-// Package tools records the commands test/controlplane builds, so that
+// Package tools records the commands world/controlplane builds, so that
 // `go mod tidy` keeps their dependencies in go.mod and go.sum.
 package tools
 
