@@ -116,7 +116,7 @@ func ToolsDir() (string, error) {
 	}
 	for dir := wd; ; dir = filepath.Dir(dir) {
 		if isRootModule(filepath.Join(dir, "go.mod")) {
-			tools := filepath.Join(dir, "test", "controlplane", "tools")
+			tools := filepath.Join(dir, "world", "controlplane", "tools")
 			if _, err := os.Stat(filepath.Join(tools, "go.mod")); err != nil {
 				return "", fmt.Errorf("%w: tools module missing under repository root %s: %v", ErrNoToolchain, dir, err)
 			}
