@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -96,51 +95,12 @@ func (p Paths) complete() bool {
 }
 
 // ErrNoToolchain means the binaries are not cached and cannot be built here
-// (no `go` command or no tools module source). StartForTest skips on it.
+// (no `go` command, or an unreadable FLOWPLACE_CONTROLPLANE_TOOLS). StartForTest
+// skips on it.
 var ErrNoToolchain = errors.New("controlplane: cannot build binaries")
 
 // Logf receives progress lines; nil discards them.
 type Logf func(format string, args ...any)
-
-// ToolsDir locates the tools module (world/controlplane/tools) of this
-// repository. FLOWPLACE_CONTROLPLANE_TOOLS overrides it; otherwise it walks up
-// from the working directory to the root module, so that it works from any
-// package's tests and from the repository root.
-func ToolsDir() (string, error) {
-	if d := os.Getenv("FLOWPLACE_CONTROLPLANE_TOOLS"); d != "" {
-		return filepath.Abs(d)
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("controlplane: working directory: %w", err)
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if isRootModule(filepath.Join(dir, "go.mod")) {
-			tools := filepath.Join(dir, "world", "controlplane", "tools")
-			if _, err := os.Stat(filepath.Join(tools, "go.mod")); err != nil {
-				return "", fmt.Errorf("%w: tools module missing under repository root %s: %v", ErrNoToolchain, dir, err)
-			}
-			return tools, nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("%w: no github.com/flowplace/flowplace go.mod above %s (set FLOWPLACE_CONTROLPLANE_TOOLS)", ErrNoToolchain, wd)
-		}
-	}
-}
-
-func isRootModule(gomod string) bool {
-	data, err := os.ReadFile(gomod)
-	if err != nil {
-		return false
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "module" {
-			return f[1] == "github.com/flowplace/flowplace"
-		}
-	}
-	return false
-}
 
 // CacheRoot is ${FLOWPLACE_CACHE:-$HOME/.cache/flowplace}/controlplane.
 func CacheRoot() (string, error) {
@@ -155,49 +115,92 @@ func CacheRoot() (string, error) {
 	return filepath.Join(base, "controlplane"), nil
 }
 
-// CacheKey is the hex sha256 of the tools module's go.mod and go.sum and of
-// the build flags: the binaries are a pure function of these.
+// CacheKey is the hex sha256 of the go.mod and go.sum of the tools module in
+// toolsDir and of the build flags: the binaries are a pure function of these.
 func CacheKey(toolsDir string) (string, error) {
+	s, err := dirTools(toolsDir)
+	if err != nil {
+		return "", err
+	}
+	return s.cacheKey(), nil
+}
+
+// EmbeddedCacheKey is CacheKey of the tools module embedded in this binary.
+func EmbeddedCacheKey() string { return embeddedTools().cacheKey() }
+
+func (s toolsSource) cacheKey() string {
 	h := sha256.New()
-	for _, f := range []string{"go.mod", "go.sum"} {
-		data, err := os.ReadFile(filepath.Join(toolsDir, f))
-		if err != nil {
-			return "", fmt.Errorf("%w: reading tools module: %v", ErrNoToolchain, err)
-		}
+	for _, f := range toolsFiles[:2] {
+		data := s.files[f]
 		// Length-prefix each part so that moving bytes between them changes the key.
 		fmt.Fprintf(h, "%s %d\n", f, len(data))
 		h.Write(data)
 	}
 	spec := buildSpecString()
 	fmt.Fprintf(h, "spec %d\n%s", len(spec), spec)
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Resolution says where this binary's control-plane binaries are, found
+// without building or writing anything.
+type Resolution struct {
+	Paths  Paths
+	Key    string
+	Source string // the tools module they are built from
+	// Cached: all three exist, so Binaries returns them at once.
+	Cached bool
+}
+
+// Resolve finds the binaries in the cache without building or writing
+// anything. When they are not cached and cannot be built here (no go command
+// in PATH) it fails with ErrNoToolchain, so that a caller can refuse before
+// it changes the machine rather than after.
+func Resolve() (Resolution, error) {
+	src, err := currentTools()
+	if err != nil {
+		return Resolution{}, err
+	}
+	return resolve(src)
+}
+
+func resolve(src toolsSource) (Resolution, error) {
+	root, err := CacheRoot()
+	if err != nil {
+		return Resolution{}, err
+	}
+	key := src.cacheKey()
+	r := Resolution{Paths: pathsIn(filepath.Join(root, key)), Key: key, Source: src.String()}
+	r.Cached = r.Paths.complete()
+	if !r.Cached {
+		if _, err := exec.LookPath("go"); err != nil {
+			return r, fmt.Errorf("%w: kube-apiserver, kube-proxy and etcd are not in %s and there is no go command in PATH to build them (%v); run `make controlplane-bin` where Go is installed, or install Go 1.26",
+				ErrNoToolchain, r.Paths.Dir, err)
+		}
+	}
+	return r, nil
 }
 
 // Binaries returns kube-apiserver, kube-proxy and etcd built from the tools
 // module, building them only if the cache directory for the current key does
-// not exist yet. A warm call costs two file reads, a hash and three stats.
-// Concurrent callers (several test packages) serialize on a lock file and the
-// later ones reuse the first one's build.
+// not exist yet. A warm call costs a hash of two embedded files and three
+// stats. Concurrent callers (several test packages) serialize on a lock file
+// and the later ones reuse the first one's build.
 func Binaries(ctx context.Context, logf Logf) (Paths, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	tools, err := ToolsDir()
+	src, err := currentTools()
 	if err != nil {
 		return Paths{}, err
 	}
-	key, err := CacheKey(tools)
+	r, err := resolve(src)
 	if err != nil {
 		return Paths{}, err
 	}
-	root, err := CacheRoot()
-	if err != nil {
-		return Paths{}, err
+	if r.Cached {
+		return r.Paths, nil
 	}
-	final := filepath.Join(root, key)
-	if p := pathsIn(final); p.complete() {
-		return p, nil
-	}
+	root, key, final := filepath.Dir(r.Paths.Dir), r.Key, r.Paths.Dir
 
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return Paths{}, fmt.Errorf("controlplane: creating cache root: %w", err)
@@ -211,10 +214,17 @@ func Binaries(ctx context.Context, logf Logf) (Paths, error) {
 	if p := pathsIn(final); p.complete() {
 		return p, nil
 	}
-	if _, err := exec.LookPath("go"); err != nil {
-		return Paths{}, fmt.Errorf("%w: no go command in PATH: %v", ErrNoToolchain, err)
-	}
 
+	// The embedded module is written out next to the build; -trimpath keeps
+	// its location out of the binaries.
+	scratch := filepath.Join(root, key+".src")
+	tools, err := src.materialize(scratch)
+	if err != nil {
+		return Paths{}, err
+	}
+	if tools == scratch {
+		defer os.RemoveAll(scratch)
+	}
 	// Build into a scratch directory and rename it into place, so that a
 	// killed build never leaves a directory that looks complete.
 	partial := filepath.Join(root, key+".partial")
@@ -225,7 +235,7 @@ func Binaries(ctx context.Context, logf Logf) (Paths, error) {
 		return Paths{}, fmt.Errorf("controlplane: creating build directory: %w", err)
 	}
 	start := time.Now()
-	logf("controlplane: building kube-apiserver, kube-proxy and etcd (first run only, ~9 min on 2 cores) into %s", final)
+	logf("controlplane: building kube-apiserver, kube-proxy and etcd from %s (first run only, ~9 min on 2 cores) into %s", src, final)
 	for _, s := range binarySpecs {
 		if err := goBuild(ctx, tools, partial, s, logf); err != nil {
 			return Paths{}, err

@@ -2,7 +2,8 @@
 // kube-proxy and etcd binaries that world/controlplane runs, and prints the
 // directory holding them. hack/build-controlplane.sh and `make
 // controlplane-bin` run it; tests call controlplane.Binaries directly, which
-// uses the same cache key, so a prebuilt cache makes the first test run warm.
+// uses the same cache key (from the embedded copy of the tools module), so a
+// prebuilt cache makes the first test run and every flowplace binary warm.
 package main
 
 import (
