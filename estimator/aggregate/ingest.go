@@ -34,6 +34,17 @@ const (
 	ReasonOutOfOrder
 	ReasonSeriesLimit
 	ReasonFlowLimit
+	// ReasonImplausibleTime: a point stamped further from the receiver's
+	// clock than MaxClockSkew ahead or SeriesTTL behind, or starting after
+	// it ends.
+	ReasonImplausibleTime
+	// ReasonImplausibleRate: more bytes, connections or RTT samples over
+	// the point's interval than one node's NIC can carry (see
+	// MaxBytesPerSecond).
+	ReasonImplausibleRate
+	// ReasonImplausibleRTT: RTT samples beyond MaxRTTSeconds (or below
+	// MinRTTSeconds).
+	ReasonImplausibleRTT
 	NumReasons
 )
 
@@ -41,6 +52,7 @@ var reasonNames = [NumReasons]string{
 	"", "wrong_type", "temporality", "not_monotonic", "bad_unit", "invalid_value",
 	"inconsistent_histogram", "negative_buckets", "bad_attribute", "missing_cluster",
 	"no_timestamp", "out_of_order", "series_limit", "flow_limit",
+	"implausible_time", "implausible_rate", "implausible_rtt",
 }
 
 func (r Reason) String() string { return reasonNames[r] }
@@ -71,8 +83,13 @@ type AggregatorConfig struct {
 	// MaxFlows bounds the (workload, peer, cluster pair) aggregates and
 	// MaxPairs the (source, destination cluster) RTT aggregates.
 	MaxFlows, MaxPairs int
-	// SeriesTTL forgets input series not reported for this long.
+	// SeriesTTL forgets input series not reported for this long; a point
+	// older than that is refused (ReasonImplausibleTime).
 	SeriesTTL time.Duration
+	// MaxClockSkew is how far ahead of the receiver's clock a point may
+	// be stamped; further is refused (ReasonImplausibleTime), so that one
+	// point from the future cannot make every later point out of order.
+	MaxClockSkew time.Duration
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -93,6 +110,9 @@ func (c *AggregatorConfig) setDefaults() {
 	if c.SeriesTTL <= 0 {
 		c.SeriesTTL = 10 * time.Minute
 	}
+	if c.MaxClockSkew <= 0 {
+		c.MaxClockSkew = DefaultMaxClockSkew
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -109,6 +129,9 @@ type resource struct {
 	// i-th point is nearly always order[i], found without a map lookup
 	// (which, over hundreds of thousands of series, is a cache miss).
 	order []*series
+	// peak is the most series held since the map was last rebuilt (Go
+	// maps never shrink; see shrinkMap).
+	peak int
 }
 
 // Aggregator turns OTLP data points into decayed aggregates. It is safe for
@@ -122,12 +145,15 @@ type Aggregator struct {
 
 	resMu     sync.RWMutex
 	resources map[uint64]*resource
+	resPeak   int
 	nSeries   atomic.Int64
 
 	mu     sync.RWMutex // flows, pairs, intern
 	flows  map[flowKey]*flowAgg
 	pairs  map[pairKey]*pairAgg
 	intern map[string]string
+	// Peak sizes of flows and pairs since their maps were rebuilt.
+	flowsPeak, pairsPeak int
 
 	ingested      atomic.Int64
 	unattributed  atomic.Int64
@@ -207,7 +233,6 @@ func (d *decayed) factor(now, tau float64) float64 {
 
 type flowAgg struct {
 	mu    sync.Mutex
-	key   flowKey
 	refs  int // series feeding it (under Aggregator.mu)
 	d     decayed
 	first float64 // start of the earliest interval folded in, unix seconds
@@ -233,16 +258,19 @@ func (p *pairAgg) rescale(x float64) { p.h.scale(x) }
 
 // series is the state of one input stream (resource + metric + attributes).
 type series struct {
-	hash     uint64 // identity within its resource
-	metric   metricID
-	init     bool
-	start    uint64 // start_time_unix_nano of the current cumulative run
-	last     uint64 // time_unix_nano of the last accepted point
-	lastRecv int64  // receive time, unix seconds, for expiry
-	prevVal  float64
-	prev     hist // previous cumulative RTT histogram (internal buckets)
-	flow     *flowAgg
-	pair     *pairAgg
+	hash   uint64 // identity within its resource
+	metric metricID
+	init   bool
+	// implausible counts consecutive points refused as implausible
+	// against this series' state (see rebase).
+	implausible uint8
+	start       uint64 // start_time_unix_nano of the current cumulative run
+	last        uint64 // time_unix_nano of the last accepted point
+	lastRecv    int64  // receive time, unix seconds, for expiry
+	prevVal     float64
+	prev        hist // previous cumulative RTT histogram (internal buckets)
+	flow        *flowAgg
+	pair        *pairAgg
 }
 
 // Result is the outcome of one export request.
@@ -276,6 +304,8 @@ func (a *Aggregator) Ingest(req []byte) (Result, error) {
 	s.res = Result{}
 	s.now = a.cfg.Now()
 	s.nowSec = float64(s.now.UnixNano()) / 1e9
+	s.minTime = uint64(max(s.now.Add(-a.cfg.SeriesTTL).UnixNano(), 0))
+	s.maxTime = uint64(s.now.Add(a.cfg.MaxClockSkew).UnixNano())
 	err := s.dec.Decode(req, s)
 	s.release()
 	res := s.res
@@ -296,6 +326,8 @@ type sink struct {
 	res    Result
 	now    time.Time
 	nowSec float64
+	// Points must be stamped within [minTime, maxTime] (unix ns).
+	minTime, maxTime uint64
 
 	resHash    uint64
 	clusterUID []byte // resource's k8s.cluster.uid, aliasing the request
@@ -363,6 +395,7 @@ func (s *sink) Resource(attrs otlpwire.Attrs) error {
 			}
 			r = &resource{series: map[uint64]*series{}}
 			a.resources[s.resHash] = r
+			a.resPeak = max(a.resPeak, len(a.resources))
 		}
 		a.resMu.Unlock()
 	}
@@ -472,6 +505,7 @@ func (s *sink) lookup(m *otlpwire.Metric, pc *otlpwire.PointCommon) (*series, Re
 		}
 		se.hash = sum
 		r.series[sum] = se
+		r.peak = max(r.peak, len(r.series))
 	}
 	if pos < len(r.order) {
 		r.order[pos] = se
@@ -557,8 +591,14 @@ func (s *sink) newSeries(m *otlpwire.Metric, pc *otlpwire.PointCommon) (*series,
 		return nil, ReasonBadAttribute
 	}
 	str := func(b []byte) string { return string(b) } // not interned yet
-	role := str(k.role)
-	if role != RoleClient && role != RoleServer {
+	// Constants, so that a flow key does not hold a copy of its role.
+	var role string
+	switch string(k.role) {
+	case RoleClient:
+		role = RoleClient
+	case RoleServer:
+		role = RoleServer
+	default:
 		return nil, ReasonBadAttribute
 	}
 	if s.metric == metricBytes {
@@ -611,8 +651,9 @@ func (s *sink) newSeries(m *otlpwire.Metric, pc *otlpwire.PointCommon) (*series,
 		if len(a.flows) >= a.cfg.MaxFlows {
 			return nil, ReasonFlowLimit
 		}
-		f = &flowAgg{key: fk}
+		f = &flowAgg{}
 		a.flows[fk] = f
+		a.flowsPeak = max(a.flowsPeak, len(a.flows))
 	}
 	se.flow = f
 	f.refs++
@@ -624,6 +665,7 @@ func (s *sink) newSeries(m *otlpwire.Metric, pc *otlpwire.PointCommon) (*series,
 		if p == nil && len(a.pairs) < a.cfg.MaxPairs {
 			p = &pairAgg{}
 			a.pairs[pk] = p
+			a.pairsPeak = max(a.pairsPeak, len(a.pairs))
 		}
 		if p != nil {
 			p.refs++
@@ -637,9 +679,15 @@ func (s *sink) newSeries(m *otlpwire.Metric, pc *otlpwire.PointCommon) (*series,
 func (s *sink) NumberPoint(m *otlpwire.Metric, p *otlpwire.NumberPoint) error {
 	// Values are checked before the series is looked up, so that invalid
 	// points neither create state nor take series slots.
-	if v := p.Float(); s.metricReason == ReasonNone && s.resReason == ReasonNone && (!p.HasVal || math.IsNaN(v) || math.IsInf(v, 0) || v < 0) {
-		s.reject(ReasonInvalidValue)
-		return nil
+	if s.metricReason == ReasonNone && s.resReason == ReasonNone {
+		reason := s.checkTime(&p.PointCommon)
+		if v := p.Float(); !p.HasVal || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			reason = ReasonInvalidValue
+		}
+		if reason != ReasonNone {
+			s.reject(reason)
+			return nil
+		}
 	}
 	se, reason, err := s.lookup(m, &p.PointCommon)
 	if err != nil || reason != ReasonNone {
@@ -679,8 +727,12 @@ func (s *sink) updateSum(m *otlpwire.Metric, se *series, p *otlpwire.NumberPoint
 	if !p.HasVal || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 		return ReasonInvalidValue
 	}
-	se.lastRecv = s.now.Unix()
+	// The series' next state is computed first and kept only if the point
+	// is plausible: a refused point changes nothing.
+	next := *se
+	next.prev = hist{}
 	var delta, iv float64
+	counted := true
 	switch {
 	case m.Temporality == otlpwire.TemporalityDelta:
 		if p.Time <= se.last {
@@ -690,15 +742,16 @@ func (s *sink) updateSum(m *otlpwire.Metric, se *series, p *otlpwire.NumberPoint
 		if from == 0 {
 			from = se.last
 		}
+		// The first point of a delta series without a start time covers
+		// an unknown interval: it only sets the time baseline.
+		counted = from != 0
 		delta, iv = v, s.interval(from, p.Time)
-		se.last = p.Time
+		next.last = p.Time
 	case !se.init:
-		se.init, se.start, se.last, se.prevVal = true, p.StartTime, p.Time, v
+		next.init, next.start, next.last, next.prevVal = true, p.StartTime, p.Time, v
 		// A series that began after this estimator started is counted from
 		// its start; an older one only sets the baseline.
-		if p.StartTime == 0 || p.StartTime < s.a.startNs {
-			return ReasonNone
-		}
+		counted = p.StartTime != 0 && p.StartTime >= s.a.startNs
 		delta, iv = v, s.interval(p.StartTime, p.Time)
 	case p.StartTime != 0 && p.StartTime < se.start:
 		return ReasonOutOfOrder // a point from a previous run of the agent
@@ -706,18 +759,25 @@ func (s *sink) updateSum(m *otlpwire.Metric, se *series, p *otlpwire.NumberPoint
 		// The agent restarted (new start time) or the counter reset:
 		// everything since the new start is new.
 		from := p.StartTime
-		if from == 0 || from > p.Time {
+		if from == 0 {
 			from = se.last
 		}
 		delta, iv = v, s.interval(from, p.Time)
-		se.start, se.last, se.prevVal = p.StartTime, p.Time, v
+		next.start, next.last, next.prevVal = p.StartTime, p.Time, v
 	case p.Time <= se.last:
 		return ReasonOutOfOrder // a duplicate (a retried export)
 	default:
 		delta, iv = v-se.prevVal, s.interval(se.last, p.Time)
-		se.last, se.prevVal = p.Time, v
+		next.last, next.prevVal = p.Time, v
 	}
-	if f := se.flow; f != nil && (delta > 0 || iv > 0) {
+	if counted && !plausibleRate(se.metric, delta, iv) {
+		return s.implausible(m, se, &next)
+	}
+	next.prev = se.prev
+	next.implausible = 0
+	next.lastRecv = s.now.Unix()
+	*se = next
+	if f := se.flow; counted && f != nil && (delta > 0 || iv > 0) {
 		// A delta is what accrued over its interval, not at its end: weigh
 		// it as a constant rate over the interval would be (the integral
 		// of the decay over it), or a steady rate would read high by about
@@ -738,6 +798,27 @@ func (s *sink) updateSum(m *otlpwire.Metric, se *series, p *otlpwire.NumberPoint
 	return ReasonNone
 }
 
+// implausible refuses a point whose delta against the series' state is
+// more than a NIC carries. One such point is refused alone and the state
+// kept, so the next true point counts as if it had not come. A second in a
+// row means the state, not the points, is wrong (a lying baseline, or a
+// gap longer than the window at line rate): the cumulative series rebases
+// on this point, counting nothing, so that no state can refuse a series'
+// points for ever.
+func (s *sink) implausible(m *otlpwire.Metric, se, next *series) Reason {
+	se.implausible++
+	if m.Temporality == otlpwire.TemporalityCumulative && se.implausible >= 2 {
+		prev := se.prev
+		if se.metric == metricRTT {
+			prev.copyFrom(&s.cur)
+		}
+		*se = *next
+		se.prev, se.implausible, se.init = prev, 0, true
+		se.lastRecv = s.now.Unix()
+	}
+	return ReasonImplausibleRate
+}
+
 func (f *flowAgg) touch(now, interval float64) {
 	if start := now - interval; f.first == 0 || start < f.first {
 		f.first = start
@@ -749,7 +830,10 @@ func validFloat(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 func (s *sink) HistogramPoint(m *otlpwire.Metric, p *otlpwire.HistogramPoint) error {
 	if s.metricReason == ReasonNone && s.resReason == ReasonNone {
-		if reason := s.checkExplicit(p); reason != ReasonNone {
+		if reason := s.checkExplicit(p); reason != ReasonNone || s.checkTime(&p.PointCommon) != ReasonNone {
+			if reason == ReasonNone {
+				reason = ReasonImplausibleTime
+			}
 			s.reject(reason)
 			return nil
 		}
@@ -790,12 +874,18 @@ func (s *sink) checkExplicit(p *otlpwire.HistogramPoint) Reason {
 	if total != p.Count {
 		return ReasonInconsistentHistogram
 	}
+	if !plausibleExplicit(p.Bounds, p.Counts, p.Max, p.HasMax, s.unitScale) {
+		return ReasonImplausibleRTT
+	}
 	return ReasonNone
 }
 
 func (s *sink) ExpHistogramPoint(m *otlpwire.Metric, p *otlpwire.ExpHistogramPoint) error {
 	if s.metricReason == ReasonNone && s.resReason == ReasonNone {
-		if reason := s.checkExponential(p); reason != ReasonNone {
+		if reason := s.checkExponential(p); reason != ReasonNone || s.checkTime(&p.PointCommon) != ReasonNone {
+			if reason == ReasonNone {
+				reason = ReasonImplausibleTime
+			}
 			s.reject(reason)
 			return nil
 		}
@@ -840,15 +930,20 @@ func (s *sink) checkExponential(p *otlpwire.ExpHistogramPoint) Reason {
 	if total != p.Count {
 		return ReasonInconsistentHistogram
 	}
+	if !plausibleExponential(p.Scale, p.PositiveOffset, p.Positive, s.unitScale) {
+		return ReasonImplausibleRTT
+	}
 	return ReasonNone
 }
 
 // updateHist folds the point's histogram (already in s.cur, internal
 // buckets) into the series' aggregates.
 func (s *sink) updateHist(m *otlpwire.Metric, se *series, p *otlpwire.PointCommon, count uint64) Reason {
-	se.lastRecv = s.now.Unix()
 	d := &s.cur
-	var iv float64
+	next := *se
+	next.prev = hist{}
+	var iv, n float64 // interval, new samples
+	counted, keepCur := true, false
 	switch {
 	case m.Temporality == otlpwire.TemporalityDelta:
 		if p.Time <= se.last {
@@ -858,25 +953,24 @@ func (s *sink) updateHist(m *otlpwire.Metric, se *series, p *otlpwire.PointCommo
 		if from == 0 {
 			from = se.last
 		}
-		iv = s.interval(from, p.Time)
-		se.last = p.Time
+		counted = from != 0
+		iv, n = s.interval(from, p.Time), float64(count)
+		next.last = p.Time
 	case !se.init:
-		se.init, se.start, se.last, se.prevVal = true, p.StartTime, p.Time, float64(count)
-		se.prev.copyFrom(&s.cur)
-		if p.StartTime == 0 || p.StartTime < s.a.startNs {
-			return ReasonNone
-		}
-		iv = s.interval(p.StartTime, p.Time)
+		next.init, next.start, next.last, next.prevVal = true, p.StartTime, p.Time, float64(count)
+		keepCur = true
+		counted = p.StartTime != 0 && p.StartTime >= s.a.startNs
+		iv, n = s.interval(p.StartTime, p.Time), float64(count)
 	case p.StartTime != 0 && p.StartTime < se.start:
 		return ReasonOutOfOrder
 	case p.StartTime != 0 && p.StartTime > se.start, float64(count) < se.prevVal:
 		from := p.StartTime
-		if from == 0 || from > p.Time {
+		if from == 0 {
 			from = se.last
 		}
-		iv = s.interval(from, p.Time)
-		se.start, se.last, se.prevVal = p.StartTime, p.Time, float64(count)
-		se.prev.copyFrom(&s.cur)
+		iv, n = s.interval(from, p.Time), float64(count)
+		next.start, next.last, next.prevVal = p.StartTime, p.Time, float64(count)
+		keepCur = true
 	case p.Time <= se.last:
 		return ReasonOutOfOrder
 	default:
@@ -886,9 +980,22 @@ func (s *sink) updateHist(m *otlpwire.Metric, se *series, p *otlpwire.PointCommo
 			s.delta.copyFrom(&s.cur)
 		}
 		d = &s.delta
-		iv = s.interval(se.last, p.Time)
-		se.last, se.prevVal = p.Time, float64(count)
-		se.prev.copyFrom(&s.cur)
+		iv, n = s.interval(se.last, p.Time), d.total()
+		next.last, next.prevVal = p.Time, float64(count)
+		keepCur = true
+	}
+	if counted && !plausibleRate(metricRTT, n, iv) {
+		return s.implausible(m, se, &next)
+	}
+	next.prev = se.prev
+	if keepCur {
+		next.prev.copyFrom(&s.cur)
+	}
+	next.implausible = 0
+	next.lastRecv = s.now.Unix()
+	*se = next
+	if !counted {
+		return ReasonNone
 	}
 	if f := se.flow; f != nil {
 		f.mu.Lock()
@@ -938,6 +1045,9 @@ func (a *Aggregator) Stats() Stats {
 
 // Expire forgets input series not reported within SeriesTTL and aggregates
 // that no series feeds and whose data has decayed below any visible rate.
+// Maps that emptied substantially are rebuilt, and interned names no key
+// uses are dropped: Go maps never shrink, so without that a flood's peak
+// would stay allocated after its series are gone.
 func (a *Aggregator) Expire() (expired, flows int) {
 	now := a.cfg.Now()
 	cutoff := now.Add(-a.cfg.SeriesTTL).Unix()
@@ -954,15 +1064,22 @@ func (a *Aggregator) Expire() (expired, flows int) {
 				gone = append(gone, se)
 			}
 		}
-		// Positions may name deleted series: start the order afresh.
-		clear(r.order)
-		r.order = r.order[:0]
+		r.series, r.peak = shrinkMap(r.series, r.peak)
+		// Positions may name deleted series: start the order afresh, in
+		// storage no larger than the series left need.
+		if cap(r.order) > 2*len(r.series)+64 {
+			r.order = nil
+		} else {
+			clear(r.order)
+			r.order = r.order[:0]
+		}
 		empty := len(r.series) == 0
 		r.mu.Unlock()
 		if empty {
 			delete(a.resources, k)
 		}
 	}
+	a.resources, a.resPeak = shrinkMap(a.resources, a.resPeak)
 	a.resMu.Unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -986,13 +1103,67 @@ func (a *Aggregator) Expire() (expired, flows int) {
 			flows++
 		}
 	}
+	pairsGone := 0
 	for k, p := range a.pairs {
 		p.mu.Lock()
 		dead := p.refs <= 0 && p.d.lastSeen < old
 		p.mu.Unlock()
 		if dead {
 			delete(a.pairs, k)
+			pairsGone++
 		}
 	}
+	var rebuilt bool
+	oldFlows, oldPairs := a.flowsPeak, a.pairsPeak
+	a.flows, a.flowsPeak = shrinkMap(a.flows, a.flowsPeak)
+	a.pairs, a.pairsPeak = shrinkMap(a.pairs, a.pairsPeak)
+	rebuilt = a.flowsPeak != oldFlows || a.pairsPeak != oldPairs
+	if (flows > 0 || pairsGone > 0) && (rebuilt || len(a.flows)+len(a.pairs) == 0) {
+		a.reintern()
+	}
 	return len(gone), flows
+}
+
+// shrinkMap returns m, or a copy of it in a new map once it holds less
+// than a quarter of its peak (and the peak was worth a rebuild), with the
+// new peak. Copying costs O(len), paid at most once per halving of the
+// peak, so amortized O(1) per deletion.
+func shrinkMap[K comparable, V any](m map[K]V, peak int) (map[K]V, int) {
+	peak = max(peak, len(m))
+	if peak < 1024 || len(m) > peak/4 {
+		return m, peak
+	}
+	n := make(map[K]V, len(m))
+	for k, v := range m {
+		n[k] = v
+	}
+	return n, len(n)
+}
+
+// reintern keeps only the interned names that a flow or pair key uses.
+// Called with a.mu held.
+func (a *Aggregator) reintern() {
+	n := map[string]string{} // sized by what is kept, not by the old peak
+	keep := func(s string) {
+		if s != "" {
+			n[s] = s
+		}
+	}
+	for k := range a.flows {
+		keep(k.ClusterUID)
+		keep(k.Namespace)
+		keep(k.Kind)
+		keep(k.Name)
+		keep(k.ServiceNamespace)
+		keep(k.ServiceName)
+		keep(k.PeerClusterUID)
+		keep(k.PeerNamespace)
+		keep(k.PeerKind)
+		keep(k.PeerName)
+	}
+	for k := range a.pairs {
+		keep(k.Src)
+		keep(k.Dst)
+	}
+	a.intern = n
 }

@@ -179,6 +179,7 @@ func (a *Aggregator) RestorePair(src, dst string, st PairStat, asOf time.Time) {
 		}
 		p = &pairAgg{}
 		a.pairs[pk] = p
+		a.pairsPeak = max(a.pairsPeak, len(a.pairs))
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -235,8 +236,9 @@ func (a *Aggregator) RestoreFlow(role string, w WorkloadKey, peer PeerKey, pair 
 		if len(a.flows) >= a.cfg.MaxFlows {
 			return
 		}
-		f = &flowAgg{key: fk}
+		f = &flowAgg{}
 		a.flows[fk] = f
+		a.flowsPeak = max(a.flowsPeak, len(a.flows))
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
