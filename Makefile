@@ -23,6 +23,13 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
+# The suite RUNS times (default 5) on a clean clone of HEAD, CI's way, with
+# pass/fail per package per run and the slowest packages; no retries.
+# PKGS limits it, e.g. make soak RUNS=20 PKGS="./test/e2e/ ./world/wan/".
+.PHONY: soak
+soak:
+	RUNS="$(RUNS)" PKGS="$(PKGS)" bash hack/soak.sh
+
 # Regenerate vmlinux.h and the bpf2go objects. Installs the C toolchain from
 # Debian's packages when it is missing; CI never needs it (outputs are committed).
 generate: generate-deps

@@ -48,6 +48,23 @@ func Bounds(i int) (lower, upper float64) {
 	return lower, upper
 }
 
+// Resolution is the width in µs of the bucket that holds us: a quantile read
+// from the histogram (interpolated inside its bucket) is within one
+// Resolution of the exact sample quantile. Tests derive their tolerances
+// from it. Values at or past the last bucket have no upper bound; their
+// resolution is the last finite bucket's width.
+func Resolution(us float64) float64 {
+	if !(us >= 0) {
+		return math.NaN()
+	}
+	i := Bucket(uint32(min(us, float64(math.MaxUint32))))
+	if i == Buckets-1 {
+		i--
+	}
+	lo, hi := Bounds(i)
+	return hi - lo
+}
+
 // Histogram is a snapshot of bucket counts with the exact sum and count of
 // the samples.
 type Histogram struct {

@@ -40,6 +40,21 @@ func TestBucketWidthWithinBound(t *testing.T) {
 	}
 }
 
+func TestResolution(t *testing.T) {
+	for _, tc := range []struct{ us, want float64 }{
+		{0, 1}, {15, 1}, {16, 1}, {31, 1}, {32, 2},
+		{5000, 256}, // the 5 ms: 4096 <= 5000 < 8192, 16 sub-buckets
+		{20000, 1024}, {50000, 2048}, {1 << 30, 1 << 18},
+	} {
+		if got := Resolution(tc.us); got != tc.want {
+			t.Errorf("Resolution(%v) = %v, want %v", tc.us, got, tc.want)
+		}
+	}
+	if got := Resolution(-1); !math.IsNaN(got) {
+		t.Errorf("Resolution(-1) = %v, want NaN", got)
+	}
+}
+
 // Quantiles from the histogram stay within 5% of the exact sample quantile
 // for distributions shaped like real RTTs.
 func TestQuantileAccuracy(t *testing.T) {
