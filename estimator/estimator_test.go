@@ -409,6 +409,10 @@ func TestEstimator(t *testing.T) {
 		}
 	})
 
+	t.Run("implausible points change nothing but a rejection counter", func(t *testing.T) { testImplausible(t, en) })
+
+	t.Run("published numbers saturate at the schema's bounds", func(t *testing.T) { testSaturation(t, en) })
+
 	t.Run("hostile and unresolvable input writes nothing invalid", func(t *testing.T) {
 		deleteAll(t, en)
 		r := en.start(t, "replica-h", 3*time.Second)

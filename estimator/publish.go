@@ -86,9 +86,12 @@ func (p *publisher) Stats() PublishStats {
 	return p.stats
 }
 
+// Every published number goes through clampInt (or micros): a float64
+// converted to int64 beyond its range is undefined in Go (on amd64 it
+// becomes -2^63), so values saturate at the schema's bound in float64
+// first and are converted only once in range. NaN becomes 0.
 func micros(seconds float64) int64 {
-	v := int64(math.Round(seconds * 1e6))
-	return min(max(v, 0), v1.MaxRTTMicroseconds)
+	return clampInt(math.Round(seconds*1e6), v1.MaxRTTMicroseconds)
 }
 
 func clampInt(v float64, hi int64) int64 {
@@ -100,6 +103,9 @@ func clampInt(v float64, hi int64) int64 {
 	}
 	return int64(v)
 }
+
+// maxWindowSeconds is the schema's bound on windowSeconds.
+const maxWindowSeconds = 86400
 
 // desired is one object to publish.
 type desired struct {
@@ -115,8 +121,8 @@ func (p *publisher) build(s *aggregate.Snapshot) []desired {
 		return v1.Freshness{
 			ValidUntil:     metav1.NewTime(now.Add(p.policy.ValidFor)),
 			LastUpdateTime: now,
-			WindowSeconds:  max(s.WindowSeconds, 1),
-			SampleCount:    int64(samples),
+			WindowSeconds:  min(max(s.WindowSeconds, 1), maxWindowSeconds),
+			SampleCount:    clampInt(samples, math.MaxInt64),
 		}
 	}
 	var out []desired
@@ -150,7 +156,7 @@ func (p *publisher) build(s *aggregate.Snapshot) []desired {
 				Cluster:         dstName,
 				MinMicroseconds: micros(st.Min), P50Microseconds: micros(st.P50),
 				P90Microseconds: micros(st.P90), P99Microseconds: micros(st.P99),
-				SampleCount:    max(int64(st.Samples), 1),
+				SampleCount:    max(clampInt(st.Samples, math.MaxInt64), 1),
 				LastSampleTime: metav1.NewTime(st.LastSeen.Truncate(time.Second)),
 			}
 			// Rounding and clamping keep the order the schema demands.
