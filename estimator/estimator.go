@@ -92,6 +92,12 @@ func (c *Config) Validate() error {
 		c.PublishInterval = 15 * time.Second
 	}
 	c.Publish.setDefaults()
+	if !(c.Publish.RelativeChange > 0 && c.Publish.RelativeChange < 1) {
+		return fmt.Errorf("estimator: relative change %g must be in (0, 1)", c.Publish.RelativeChange)
+	}
+	if c.MaxMessageBytes > MaxMessageBytesLimit {
+		return fmt.Errorf("estimator: OTLP message limit %d above %d", c.MaxMessageBytes, MaxMessageBytesLimit)
+	}
 	if c.Publish.ValidFor < 2*c.PublishInterval {
 		return fmt.Errorf("estimator: validity %s must be at least twice the publish interval %s", c.Publish.ValidFor, c.PublishInterval)
 	}

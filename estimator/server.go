@@ -202,12 +202,21 @@ func (t ServerTLS) credentials() (credentials.TransportCredentials, error) {
 	return credentials.NewTLS(tc), nil
 }
 
+// MaxMessageBytesLimit bounds MaxMessageBytes: up to 64 requests are
+// decoded at once (MaxConcurrentStreams), so in-flight memory is at most 64
+// times it, 4 GiB at this limit.
+const MaxMessageBytesLimit = 64 << 20
+
 // NewGRPCServer returns a gRPC server serving the OTLP MetricsService on
 // agg. maxMessageBytes bounds one request (and with it the memory a single
-// hostile request can claim); <= 0 means 16 MiB.
+// hostile request can claim); <= 0 means 16 MiB, at most
+// MaxMessageBytesLimit.
 func NewGRPCServer(agg *aggregate.Aggregator, t ServerTLS, maxMessageBytes int, m *selfMetrics) (*grpc.Server, error) {
 	if maxMessageBytes <= 0 {
 		maxMessageBytes = 16 << 20
+	}
+	if maxMessageBytes > MaxMessageBytesLimit {
+		return nil, fmt.Errorf("estimator: OTLP message limit %d above %d", maxMessageBytes, MaxMessageBytesLimit)
 	}
 	if m == nil {
 		m = noopMetrics()

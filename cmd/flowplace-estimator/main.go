@@ -7,17 +7,19 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/otel/attribute"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -41,6 +43,7 @@ type options struct {
 	maxSeries       int
 	maxFlows        int
 	seriesTTL       time.Duration
+	maxClockSkew    time.Duration
 	leaseNamespace  string
 	leaseName       string
 	identity        string
@@ -92,7 +95,7 @@ served on --health-address.`,
 	f.StringVar(&o.tls.CertFile, "otlp-cert-file", "", "TLS certificate for the OTLP listener (empty: plaintext)")
 	f.StringVar(&o.tls.KeyFile, "otlp-key-file", "", "TLS key for the OTLP listener")
 	f.StringVar(&o.tls.ClientCAFile, "otlp-client-ca-file", "", "require client certificates signed by this CA (mTLS)")
-	f.IntVar(&o.maxMessageBytes, "otlp-max-message-bytes", 16<<20, "largest export request accepted")
+	f.IntVar(&o.maxMessageBytes, "otlp-max-message-bytes", 16<<20, fmt.Sprintf("largest export request accepted (1024..%d; up to 64 are decoded at once)", estimator.MaxMessageBytesLimit))
 	f.StringVar(&o.healthAddress, "health-address", ":8080", "address serving /healthz, /readyz and /metrics")
 	f.DurationVar(&o.window, "window", 5*time.Minute, "time constant of the decaying window")
 	f.DurationVar(&o.publishInterval, "publish-interval", 15*time.Second, "how often aggregates are compared with the published objects")
@@ -100,7 +103,8 @@ served on --health-address.`,
 	f.Float64Var(&o.relativeChange, "relative-change", 0.1, "relative change of a value that is worth a write")
 	f.IntVar(&o.maxSeries, "max-series", 2_000_000, "input series tracked at most; points of new series beyond it are rejected")
 	f.IntVar(&o.maxFlows, "max-flows", 500_000, "(workload, peer, cluster pair) aggregates at most")
-	f.DurationVar(&o.seriesTTL, "series-ttl", 10*time.Minute, "forget input series not reported for this long")
+	f.DurationVar(&o.seriesTTL, "series-ttl", 10*time.Minute, "forget input series not reported for this long; older points are refused")
+	f.DurationVar(&o.maxClockSkew, "max-clock-skew", aggregate.DefaultMaxClockSkew, "refuse points stamped further than this ahead of the estimator's clock")
 	f.StringVar(&o.leaseNamespace, "lease-namespace", "karmada-system", "namespace of the leader election Lease")
 	f.StringVar(&o.leaseName, "lease-name", "flowplace-estimator", "name of the leader election Lease")
 	f.StringVar(&o.identity, "identity", os.Getenv("POD_NAME"), "this replica's identity in the Lease (default $POD_NAME or host_pid)")
@@ -115,29 +119,67 @@ served on --health-address.`,
 	return cmd
 }
 
+// validate checks every flag before anything starts; each error names its
+// flag. Comparisons are written so that NaN fails them.
 func (o *options) validate() error {
-	for name, addr := range map[string]string{"--otlp-address": o.otlpAddress, "--health-address": o.healthAddress} {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return fmt.Errorf("%s %q: %w", name, addr, err)
+	for _, a := range []struct{ name, addr string }{{"--otlp-address", o.otlpAddress}, {"--health-address", o.healthAddress}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fmt.Errorf("%s %q: %w", a.name, a.addr, err)
+		}
+	}
+	between := func(name string, d, lo, hi time.Duration) error {
+		if d < lo || d > hi {
+			return fmt.Errorf("%s %s: must be between %s and %s", name, d, lo, hi)
+		}
+		return nil
+	}
+	for _, c := range []struct {
+		name      string
+		d, lo, hi time.Duration
+	}{
+		{"--window", o.window, time.Second, 24 * time.Hour},
+		{"--publish-interval", o.publishInterval, 100 * time.Millisecond, time.Hour},
+		{"--valid-for", o.validFor, time.Second, 24 * time.Hour},
+		{"--series-ttl", o.seriesTTL, time.Second, 24 * time.Hour},
+		{"--max-clock-skew", o.maxClockSkew, time.Second, time.Hour},
+		{"--lease-duration", o.leaseDuration, time.Second, time.Hour},
+		{"--renew-deadline", o.renewDeadline, 100 * time.Millisecond, time.Hour},
+		{"--retry-period", o.retryPeriod, 10 * time.Millisecond, time.Hour},
+	} {
+		if err := between(c.name, c.d, c.lo, c.hi); err != nil {
+			return err
 		}
 	}
 	switch {
-	case o.window < time.Second:
-		return fmt.Errorf("--window %s: must be at least 1s", o.window)
-	case o.window > 24*time.Hour:
-		return fmt.Errorf("--window %s: must be at most 24h", o.window)
-	case o.publishInterval < 100*time.Millisecond:
-		return fmt.Errorf("--publish-interval %s: must be at least 100ms", o.publishInterval)
-	case o.relativeChange <= 0 || o.relativeChange >= 1:
+	case o.validFor < 2*o.publishInterval:
+		return fmt.Errorf("--valid-for %s: must be at least twice --publish-interval (%s), or objects go stale between writes", o.validFor, o.publishInterval)
+	case !(o.relativeChange > 0 && o.relativeChange < 1):
 		return fmt.Errorf("--relative-change %g: must be in (0, 1)", o.relativeChange)
-	case o.maxSeries < 1 || o.maxFlows < 1:
-		return errors.New("--max-series and --max-flows must be positive")
-	case o.maxMessageBytes < 1024:
-		return fmt.Errorf("--otlp-max-message-bytes %d: must be at least 1024", o.maxMessageBytes)
-	case o.leaseDuration <= o.renewDeadline || o.renewDeadline <= o.retryPeriod:
-		return errors.New("need --lease-duration > --renew-deadline > --retry-period")
+	case o.maxSeries < 1:
+		return fmt.Errorf("--max-series %d: must be positive", o.maxSeries)
+	case o.maxFlows < 1:
+		return fmt.Errorf("--max-flows %d: must be positive", o.maxFlows)
+	case o.maxMessageBytes < 1024 || o.maxMessageBytes > estimator.MaxMessageBytesLimit:
+		return fmt.Errorf("--otlp-max-message-bytes %d: must be between 1024 and %d", o.maxMessageBytes, estimator.MaxMessageBytesLimit)
+	case !(o.qps > 0) || math.IsInf(float64(o.qps), 0):
+		return fmt.Errorf("--kube-api-qps %g: must be a positive number", o.qps)
+	case o.burst < 1:
+		return fmt.Errorf("--kube-api-burst %d: must be at least 1", o.burst)
+	case o.leaseDuration <= o.renewDeadline:
+		return fmt.Errorf("--lease-duration %s: must be longer than --renew-deadline %s", o.leaseDuration, o.renewDeadline)
+	case o.renewDeadline <= o.retryPeriod:
+		return fmt.Errorf("--renew-deadline %s: must be longer than --retry-period %s", o.renewDeadline, o.retryPeriod)
 	}
-	return o.tls.Validate()
+	if errs := validation.IsDNS1123Label(o.leaseNamespace); len(errs) > 0 {
+		return fmt.Errorf("--lease-namespace %q: %s", o.leaseNamespace, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Subdomain(o.leaseName); len(errs) > 0 {
+		return fmt.Errorf("--lease-name %q: %s", o.leaseName, strings.Join(errs, "; "))
+	}
+	if err := o.tls.Validate(); err != nil {
+		return fmt.Errorf("--otlp-cert-file/--otlp-key-file/--otlp-client-ca-file: %w", err)
+	}
+	return nil
 }
 
 func restConfig(o *options) (*rest.Config, error) {
@@ -180,7 +222,7 @@ func run(ctx context.Context, o *options) error {
 	e, err := estimator.New(estimator.Config{
 		REST: rc,
 		Aggregator: aggregate.AggregatorConfig{
-			Window: o.window, MaxSeries: o.maxSeries, MaxFlows: o.maxFlows, SeriesTTL: o.seriesTTL,
+			Window: o.window, MaxSeries: o.maxSeries, MaxFlows: o.maxFlows, SeriesTTL: o.seriesTTL, MaxClockSkew: o.maxClockSkew,
 		},
 		Publish:         estimator.PublishPolicy{ValidFor: o.validFor, RelativeChange: o.relativeChange},
 		PublishInterval: o.publishInterval,

@@ -26,24 +26,50 @@ import (
 	"github.com/flowplace/flowplace/world/controlplane"
 )
 
+// TestBadFlags: every invalid flag value is refused before anything
+// starts (no API server is reachable here, and none is contacted), with an
+// error that names the flag.
 func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{
-		{"--no-such-flag"},
-		{"--otlp-address", "nonsense"},
-		{"--window", "10ms"},
-		{"--relative-change", "1.5"},
-		{"--otlp-cert-file", "c.pem"},
-		{"--otlp-client-ca-file", "ca.pem"},
-		{"--lease-duration", "1s", "--renew-deadline", "2s"},
-		{"--kubeconfig", "/nonexistent/kubeconfig"},
-		{"extra-arg"},
+	for _, tc := range []struct {
+		args []string
+		want string // in the error
+	}{
+		{[]string{"--no-such-flag"}, "--no-such-flag"},
+		{[]string{"--otlp-address", "nonsense"}, "--otlp-address"},
+		{[]string{"--window", "10ms"}, "--window"},
+		{[]string{"--relative-change", "1.5"}, "--relative-change"},
+		{[]string{"--relative-change", "NaN"}, "--relative-change"},
+		{[]string{"--relative-change", "0"}, "--relative-change"},
+		{[]string{"--valid-for", "-1s"}, "--valid-for"},
+		{[]string{"--valid-for", "20s", "--publish-interval", "15s"}, "--valid-for"},
+		{[]string{"--publish-interval", "0s"}, "--publish-interval"},
+		{[]string{"--series-ttl", "-1s"}, "--series-ttl"},
+		{[]string{"--max-clock-skew", "0s"}, "--max-clock-skew"},
+		{[]string{"--max-clock-skew", "1000h"}, "--max-clock-skew"},
+		{[]string{"--kube-api-qps", "-1"}, "--kube-api-qps"},
+		{[]string{"--kube-api-qps", "NaN"}, "--kube-api-qps"},
+		{[]string{"--kube-api-qps", "+Inf"}, "--kube-api-qps"},
+		{[]string{"--kube-api-burst", "0"}, "--kube-api-burst"},
+		{[]string{"--otlp-max-message-bytes", "99999999999"}, "--otlp-max-message-bytes"},
+		{[]string{"--otlp-max-message-bytes", "100"}, "--otlp-max-message-bytes"},
+		{[]string{"--max-series", "0"}, "--max-series"},
+		{[]string{"--max-flows", "-5"}, "--max-flows"},
+		{[]string{"--retry-period", "-1s"}, "--retry-period"},
+		{[]string{"--lease-namespace", "Not A Namespace"}, "--lease-namespace"},
+		{[]string{"--lease-name", ""}, "--lease-name"},
+		{[]string{"--otlp-cert-file", "c.pem"}, "--otlp-cert-file"},
+		{[]string{"--otlp-client-ca-file", "ca.pem"}, "--otlp-client-ca-file"},
+		{[]string{"--lease-duration", "1s", "--renew-deadline", "2s"}, "--lease-duration"},
+		{[]string{"--kubeconfig", "/nonexistent/kubeconfig"}, "/nonexistent/kubeconfig"},
+		{[]string{"extra-arg"}, "extra-arg"},
 	} {
 		cmd := newCommand()
-		cmd.SetArgs(args)
+		cmd.SetArgs(tc.args)
 		cmd.SetOut(&bytes.Buffer{})
 		cmd.SetErr(&bytes.Buffer{})
-		if err := cmd.ExecuteContext(context.Background()); err == nil {
-			t.Errorf("%v accepted", args)
+		err := cmd.ExecuteContext(context.Background())
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one naming %s", tc.args, err, tc.want)
 		}
 	}
 }
