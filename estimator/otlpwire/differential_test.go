@@ -481,13 +481,19 @@ func seeds(tb testing.TB) map[string][]byte {
 	return out
 }
 
+const maxFuzzSeed = 8 << 10
+
 // FuzzDifferential: for every input the decoder and proto.Unmarshal plus
 // the reference extraction yield the same resources, metrics and points,
 // or both reject; the differences allowed are the two documented
 // refusals (ErrTooManyBuckets, ErrWrongWireType).
 func FuzzDifferential(f *testing.F) {
 	for _, b := range seeds(f) {
-		f.Add(b)
+		// Large seeds (deep nesting, bucket bounds) stay in the table
+		// test: the fuzzer spends minutes minimizing inputs that size.
+		if len(b) <= maxFuzzSeed {
+			f.Add(b)
+		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if err := differential(b); err != nil {
@@ -496,29 +502,40 @@ func FuzzDifferential(f *testing.F) {
 	})
 }
 
-// TestSeedsDecode guards the seeds themselves: the corpora and SDK
-// requests must decode to something (a differential over empty outputs
-// proves nothing).
+// TestSeedsDecode guards the SDK seeds: a differential over empty or
+// one-sided outputs would prove little, so they must hold every kind the
+// SDK makes, both temporalities, negative buckets and exemplars.
 func TestSeedsDecode(t *testing.T) {
-	points := 0
-	for name, b := range seeds(t) {
-		if !strings.HasPrefix(name, "sdk/") {
-			continue
-		}
+	kinds := map[Kind]int{}
+	temporalities := map[int32]bool{}
+	negative := false
+	for name, b := range sdkRequests(t) {
 		o := run(b)
 		if o.refErr != nil || o.gotErr != nil {
 			t.Fatalf("%s: proto %v, decoder %v", name, o.refErr, o.gotErr)
 		}
+		if err := differential(b); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
 		for _, r := range o.got {
 			for _, m := range r.Metrics {
-				points += len(m.Points)
+				kinds[m.Kind] += len(m.Points)
+				temporalities[m.Temporality] = true
+				for _, p := range m.Points {
+					negative = negative || p.NegativeCount > 0
+				}
 			}
 		}
+		if !bytes.Contains(b, []byte("connection.id")) {
+			t.Errorf("%s: no exemplar's filtered attribute", name)
+		}
 	}
-	if points < 10 {
-		t.Fatalf("SDK seeds hold %d points, want at least 10", points)
+	for _, k := range []Kind{KindGauge, KindSum, KindHistogram, KindExponentialHistogram} {
+		if kinds[k] < 6 {
+			t.Errorf("SDK seeds hold %d %v points, want at least 6", kinds[k], k)
+		}
 	}
-	if !bytes.Contains(seeds(t)["sdk/cumulative"], []byte("flowplace.test.rtt")) {
-		t.Fatal("SDK seed lacks its histogram")
+	if !temporalities[TemporalityDelta] || !temporalities[TemporalityCumulative] || !negative {
+		t.Errorf("SDK seeds: temporalities %v, negative buckets %v", temporalities, negative)
 	}
 }

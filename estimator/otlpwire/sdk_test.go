@@ -85,7 +85,7 @@ func sdkRequests(tb testing.TB) map[string][]byte {
 			sdkmetric.WithExemplarFilter(exemplar.AlwaysOnFilter),
 			sdkmetric.WithView(
 				sdkmetric.NewView(sdkmetric.Instrument{Name: "flowplace.test.rtt.exp"},
-					sdkmetric.Stream{Aggregation: sdkmetric.AggregationBase2ExponentialHistogram{MaxSize: 160, MaxScale: 20}}),
+					sdkmetric.Stream{Aggregation: sdkmetric.AggregationBase2ExponentialHistogram{MaxSize: 16, MaxScale: 20}}),
 				// Dropping an attribute moves it into the exemplars'
 				// filtered_attributes.
 				sdkmetric.NewView(sdkmetric.Instrument{Name: "flowplace.test.bytes"},
@@ -113,14 +113,14 @@ func sdkRequests(tb testing.TB) map[string][]byte {
 			return nil
 		}))
 		must(err)
-		for i := range 20 {
+		for i := range 6 {
 			a := metric.WithAttributes(attribute.String("flowplace.role", []string{"client", "server"}[i%2]),
 				attribute.Int("connection.id", i), attribute.String("k8s.namespace.name", "shop"))
 			bytesC.Add(ctx, int64(1000*i), a)
 			upDown.Add(ctx, float64(i)-9.5, a)
 			gauge.Record(ctx, float64(i)*0.25, a)
 			rtt.Record(ctx, float64(i)*1e-3, a)
-			rttExp.Record(ctx, float64(i)*1e-4-5e-4, a) // some negative: negative buckets, zero count
+			rttExp.Record(ctx, float64(i)*1e-4-2e-4, a) // some negative: negative buckets, zero count
 		}
 		var rm metricdata.ResourceMetrics
 		must(reader.Collect(ctx, &rm))
