@@ -64,7 +64,7 @@ one was killed. Needs root and a kernel with BTF.`,
 	return cmd
 }
 
-func (o *labOptions) resolve() (*lab.Profile, error) {
+func (o *labOptions) resolve(ctx context.Context) (*lab.Profile, error) {
 	switch {
 	case o.output != "table" && o.output != "json":
 		return nil, fmt.Errorf("lab: --output %q: must be table or json", o.output)
@@ -74,7 +74,7 @@ func (o *labOptions) resolve() (*lab.Profile, error) {
 		return nil, fmt.Errorf("lab: --rate %g: want (0, 100] requests per second", o.rate)
 	}
 	if o.profile != "" {
-		return lab.LoadProfile(o.profile)
+		return lab.LoadProfile(ctx, o.profile)
 	}
 	p, err := lab.DefaultProfile(o.clusters, o.scale)
 	if err != nil {
@@ -84,8 +84,11 @@ func (o *labOptions) resolve() (*lab.Profile, error) {
 }
 
 func runLab(ctx context.Context, stdout, stderr io.Writer, o labOptions) error {
-	prof, err := o.resolve()
+	prof, err := o.resolve(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return errors.New("lab: interrupted while reading the profile; nothing was changed")
+		}
 		return err
 	}
 	exe, err := os.Executable()
@@ -119,6 +122,11 @@ func runLab(ctx context.Context, stdout, stderr io.Writer, o labOptions) error {
 		defer srv.Close()
 		fmt.Fprintf(stderr, "lab: dashboard on http://%s/\n", ln.Addr())
 	}
+	// Say at once that the signal was seen: teardown takes a few seconds.
+	stopNote := context.AfterFunc(ctx, func() {
+		fmt.Fprintln(stderr, "lab: interrupted; tearing down (a second signal quits at once, leaving the cleanup to the next run)")
+	})
+	defer stopNote()
 	rep, err := lab.Run(ctx, opts)
 	if err != nil {
 		if errors.Is(ctx.Err(), context.Canceled) {

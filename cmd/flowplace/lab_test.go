@@ -18,30 +18,62 @@ import (
 func TestLabRefusesBadInputBeforeAnyChange(t *testing.T) {
 	badProfile := filepath.Join(t.TempDir(), "p.yaml")
 	os.WriteFile(badProfile, []byte("apiVersion: flowplace.io/v1alpha1\nkind: LabProfile\nclusters: [{name: a}, {name: b}]\nrtt: [{a: a, b: b, ms: -1}]\n"), 0o644)
+	// 108 MB, as in the report that took 10 minutes and 1.6 GB (sparse here).
+	hugeProfile := filepath.Join(t.TempDir(), "huge.yaml")
+	os.WriteFile(hugeProfile, []byte("apiVersion: flowplace.io/v1alpha1\n"), 0o644)
+	if err := os.Truncate(hugeProfile, 108<<20); err != nil {
+		t.Fatal(err)
+	}
+	// --with-apiserver with the binaries neither cached nor buildable: an
+	// empty cache and a PATH with ip but no go.
+	emptyCache := t.TempDir()
+	ipOnly := t.TempDir()
+	if ip, err := exec.LookPath("ip"); err == nil {
+		os.Symlink(ip, filepath.Join(ipOnly, "ip"))
+	}
+	noGo := []string{"PATH=" + ipOnly, "FLOWPLACE_CACHE=" + emptyCache, "FLOWPLACE_CONTROLPLANE_TOOLS="}
 	for _, tc := range []struct {
 		name string
 		args []string
 		cred *syscall.Credential
+		env  []string
+		root bool // the check comes after the root and kernel checks
 		want string
 	}{
-		{"too many clusters", []string{"lab", "--clusters", "7"}, nil, "clusters: 7, want 2 to 6"},
-		{"bad profile", []string{"lab", "--profile", badProfile}, nil, "rtt[0].ms: -1"},
-		{"missing profile", []string{"lab", "--profile", "/nonexistent.yaml"}, nil, "no such file"},
-		{"bad output", []string{"lab", "--output", "xml"}, nil, `--output "xml"`},
-		{"short duration", []string{"lab", "--duration", "1s"}, nil, "--duration 1s"},
-		{"not root", []string{"lab", "--duration", "20s"}, &syscall.Credential{Uid: 65534, Gid: 65534}, "run as root"},
+		{name: "huge profile", args: []string{"lab", "--profile", hugeProfile}, want: "113246208 bytes (108.0 MiB) is over the 64 KiB limit"},
+		{name: "endless profile", args: []string{"lab", "--profile", "/dev/zero"}, want: "over the 64 KiB limit"},
+		{name: "no ip command", args: []string{"lab"}, env: []string{"PATH=" + t.TempDir()}, root: true, want: "needs the ip command"},
+		{name: "api server neither cached nor buildable", args: []string{"lab", "--with-apiserver"}, env: noGo, root: true,
+			want: "are not in " + emptyCache},
+
+		{name: "too many clusters", args: []string{"lab", "--clusters", "7"}, want: "clusters: 7, want 2 to 6"},
+		{name: "bad profile", args: []string{"lab", "--profile", badProfile}, want: "rtt[0].ms: -1"},
+		{name: "missing profile", args: []string{"lab", "--profile", "/nonexistent.yaml"}, want: "no such file"},
+		{name: "bad output", args: []string{"lab", "--output", "xml"}, want: `--output "xml"`},
+		{name: "short duration", args: []string{"lab", "--duration", "1s"}, want: "--duration 1s"},
+		{name: "not root", args: []string{"lab", "--duration", "20s"}, cred: &syscall.Credential{Uid: 65534, Gid: 65534}, want: "run as root"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.cred != nil && os.Geteuid() != 0 {
 				tc.cred = nil // already unprivileged
 			}
+			if tc.root {
+				probetest.RequireKernel(t)
+			}
 			before, _ := filepath.Glob("/run/netns/fplab*")
-			stdout, stderr, code := runCLI(t, tc.cred, tc.args...)
+			start := time.Now()
+			stdout, stderr, code := runCLIEnv(t, tc.cred, tc.env, tc.args...)
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("refused after %s, want at once", d)
+			}
 			if code == 0 {
 				t.Fatalf("exit 0: %s", stdout)
 			}
 			if !strings.Contains(stderr, tc.want) {
 				t.Errorf("stderr %q does not say %q", stderr, tc.want)
+			}
+			if left, _ := os.ReadDir(emptyCache); len(left) > 0 {
+				t.Errorf("the refused run wrote into the binaries cache: %v", left)
 			}
 			if strings.Contains(stderr, "creating") {
 				t.Errorf("the lab started building despite the error: %s", stderr)
@@ -159,4 +191,23 @@ func TestLabDashboardInChromium(t *testing.T) {
 	if t.Failed() {
 		t.Logf("DOM:\n%s", second)
 	}
+}
+
+// runCLIEnv is runCLI with extra environment (later entries win).
+func runCLIEnv(t *testing.T, cred *syscall.Credential, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
 }

@@ -14,8 +14,11 @@ import (
 )
 
 func main() {
+	// SIGINT or SIGTERM cancels ctx and every command tears down; after the
+	// first, the default action is back, so a second one ends the process.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 	if err := newRootCommand().ExecuteContext(ctx); err != nil {
 		// One line a user can act on; usage only when asked for.
 		fmt.Fprintf(os.Stderr, "flowplace: %s\n", oneLine(err.Error()))

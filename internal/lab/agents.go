@@ -125,6 +125,7 @@ func (w *World) StartAgents(ctx context.Context, endpoint string, interval time.
 		a.cancel = cancel
 		go func() { a.done <- ag.Run(actx) }()
 	}
+	w.progress("eBPF agents attached in %d clusters", len(w.agents))
 	return nil
 }
 

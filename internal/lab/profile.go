@@ -4,8 +4,10 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"slices"
@@ -99,11 +101,52 @@ func DefaultProfile(n int, scale float64) (*Profile, error) {
 	return p, p.Validate()
 }
 
-// LoadProfile reads and validates a profile file.
-func LoadProfile(path string) (*Profile, error) {
-	b, err := os.ReadFile(path)
+// MaxProfileBytes bounds a profile file. A six-cluster profile is under 2 KiB;
+// the bound keeps a wrong file (a log, a disk image, /dev/zero) from being
+// read and parsed into gigabytes before anything is checked.
+const MaxProfileBytes = 64 << 10
+
+// LoadProfile reads and validates a profile file. It returns when ctx is
+// done even if reading blocks (a FIFO without a writer, a hung network
+// mount); the abandoned read then ends with the process.
+func LoadProfile(ctx context.Context, path string) (*Profile, error) {
+	type result struct {
+		p   *Profile
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := loadProfile(path)
+		done <- result{p, err}
+	}()
+	select {
+	case r := <-done:
+		return r.p, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("profile %s: %w", path, context.Cause(ctx))
+	}
+}
+
+func loadProfile(path string) (*Profile, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("profile: %w", err)
+	}
+	defer f.Close()
+	tooBig := func(size string) error {
+		return fmt.Errorf("profile %s: %s is over the %d KiB limit for a LabProfile (is it the right file?)", path, size, MaxProfileBytes>>10)
+	}
+	// A regular file is refused by its size alone; anything else (a pipe, a
+	// device) by reading one byte past the limit.
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > MaxProfileBytes {
+		return nil, tooBig(humanBytes(st.Size()))
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxProfileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("profile %s: %w", path, err)
+	}
+	if len(b) > MaxProfileBytes {
+		return nil, tooBig("its content")
 	}
 	var p Profile
 	if err := yaml.UnmarshalStrict(b, &p); err != nil {
@@ -116,6 +159,17 @@ func LoadProfile(path string) (*Profile, error) {
 		return nil, fmt.Errorf("profile %s: %w", path, err)
 	}
 	return &p, nil
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%d bytes (%.1f GiB)", n, float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%d bytes (%.1f MiB)", n, float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%d bytes", n)
+	}
 }
 
 var clusterName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$`)

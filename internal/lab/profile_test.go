@@ -1,9 +1,12 @@
 package lab
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -53,7 +56,7 @@ func TestLoadProfileRejectsBadFiles(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "p.yaml")
 			os.WriteFile(path, []byte(tc.body), 0o644)
-			_, err := LoadProfile(path)
+			_, err := LoadProfile(t.Context(), path)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want it to say %q", err, tc.want)
 			}
@@ -61,11 +64,59 @@ func TestLoadProfileRejectsBadFiles(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "ok.yaml")
 	os.WriteFile(path, []byte(head+"clusters: [{name: a}, {name: b}]\nrtt: [{a: b, b: a, ms: 12.5}]\n"), 0o644)
-	p, err := LoadProfile(path)
+	p, err := LoadProfile(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.Injected("a", "b") != 12500*time.Microsecond {
 		t.Errorf("injected %v", p.Injected("a", "b"))
+	}
+}
+
+// A file that cannot be a profile is refused by its size, at once, with the
+// limit in the message, whether its size is known (a 108 MB file, sparse
+// here) or not (a device that never ends).
+func TestLoadProfileRefusesOversizedFiles(t *testing.T) {
+	big := filepath.Join(t.TempDir(), "big.yaml")
+	if err := os.WriteFile(big, []byte("apiVersion: flowplace.io/v1alpha1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, 108<<20); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{big, "113246208 bytes (108.0 MiB) is over the 64 KiB limit"},
+		{"/dev/zero", "its content is over the 64 KiB limit"},
+	} {
+		start := time.Now()
+		_, err := LoadProfile(t.Context(), tc.path)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want it to say %q", tc.path, err, tc.want)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("%s: refused after %s, want at once", tc.path, d)
+		}
+	}
+}
+
+// Reading a profile that blocks (a FIFO nobody writes) ends when ctx does.
+func TestLoadProfileHonoursCancel(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "p.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := LoadProfile(ctx, fifo)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error %v, want the context's", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("returned %s after the context ended", d)
+	}
+	// Let the abandoned open return.
+	if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+		w.Close()
 	}
 }

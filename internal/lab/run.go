@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os/exec"
 	"slices"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	"github.com/flowplace/flowplace/internal/lab/demo"
 	"github.com/flowplace/flowplace/internal/lab/ui"
 	"github.com/flowplace/flowplace/internal/probe"
+	"github.com/flowplace/flowplace/world/controlplane"
+	"github.com/flowplace/flowplace/world/wan"
 )
 
 // RunOptions configure a lab run.
@@ -25,8 +28,9 @@ type RunOptions struct {
 	// OnState, if set, receives the dashboard's state as the run goes.
 	OnState func(ui.State)
 	// WithAPIServer runs the real estimator publishing into a real Karmada
-	// host API server (built from Go modules by the test harness; the first
-	// run builds it) for the first phase.
+	// host API server for the first phase. Its binaries come from the cache
+	// or are built from the tools module embedded in this binary, before any
+	// cluster is created.
 	WithAPIServer bool
 }
 
@@ -74,7 +78,24 @@ func Preflight(opts *RunOptions) error {
 	if opts.Duration < 10*time.Second {
 		return fmt.Errorf("lab: --duration %s: at least 10s (two measured phases)", opts.Duration)
 	}
-	return probe.CheckKernel()
+	if err := probe.CheckKernel(); err != nil {
+		return err
+	}
+	if reason := wan.Unsupported(); reason != "" {
+		return fmt.Errorf("lab: cannot build the clusters: %s", reason)
+	}
+	// The services start in the clusters through `ip netns exec`.
+	if _, err := exec.LookPath("ip"); err != nil {
+		return fmt.Errorf("lab: needs the ip command (iproute2) to start the shop in the clusters: %w", err)
+	}
+	if opts.WithAPIServer {
+		// Found (or found buildable) now: after the world is built is too
+		// late to learn that a control plane cannot be had.
+		if _, err := controlplane.Resolve(); err != nil {
+			return fmt.Errorf("lab: --with-apiserver: %w", err)
+		}
+	}
+	return nil
 }
 
 // Run builds the world, measures the shop placed the way Karmada places it
@@ -88,6 +109,20 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 		opts.RatePerCluster = 5
 	}
 	start := time.Now()
+	if opts.WithAPIServer {
+		// A first run builds the binaries (minutes) before any cluster
+		// exists, rather than with the world up and idle.
+		if _, err := controlplane.Binaries(ctx, func(format string, args ...any) {
+			if opts.Progress != nil {
+				fmt.Fprintf(opts.Progress, "lab: "+format+"\n", args...)
+			}
+		}); err != nil {
+			return nil, fmt.Errorf("lab: --with-apiserver: %w", err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	app := demo.Shop()
 	clusters := opts.Profile.ClusterNames()
 	capacity := Capacity{}
@@ -100,8 +135,13 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 		return nil, err
 	}
 	defer func() {
-		if cerr := w.Close(); cerr != nil && err == nil {
-			err = cerr
+		if cerr := w.Close(); cerr != nil {
+			if err == nil {
+				err = cerr
+			} else if opts.Progress != nil {
+				// Not lost behind the error that ended the run.
+				fmt.Fprintf(opts.Progress, "lab: teardown: %v\n", cerr)
+			}
 		}
 	}()
 	rep := &Report{Clusters: clusters}
@@ -126,7 +166,6 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 		return nil, err
 	}
 	phaseDur := opts.Duration / 2
-	publish(fmt.Sprintf("[2/4] measuring Karmada's default placement for %s", phaseDur))
 	var snk sink
 	if opts.WithAPIServer {
 		publish("[2/4] starting a Karmada API server and the estimator")
@@ -150,6 +189,7 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 		rep.Published = &p
 		return finish(ctx, opts, w, app, clusters, capacity, before, snapBefore, rep, &state, publish, start)
 	}
+	publish(fmt.Sprintf("[2/4] measuring Karmada's default placement for %s", phaseDur))
 	snapBefore, phBefore, err := measure(ctx, w, before, phaseDur, opts.RatePerCluster, sink{})
 	rep.Before = phBefore
 	if err != nil {
@@ -235,6 +275,9 @@ func measure(ctx context.Context, w *World, place map[string]string, d time.Dura
 		weights[c.Name] = rate
 	}
 	res, err := w.Load(ctx, d, weights)
+	if cerr := ctx.Err(); cerr != nil {
+		err = cerr // Load returns early and quietly when interrupted
+	}
 	if err != nil {
 		w.StopAgents()
 		return nil, ph, err

@@ -94,8 +94,14 @@ func NewWorld(ctx context.Context, opts Options) (_ *World, err error) {
 		w.progress("cleaning up after an earlier run: %v", err)
 	}
 	prefix := fmt.Sprintf("%s%d", labPrefix, os.Getpid())
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if w.topo, err = wan.New(ctx, wan.Config{Prefix: prefix, Clusters: names, ExtraRTT: rtt, QuickACK: true}); err != nil {
 		return nil, fmt.Errorf("lab: clusters: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	mounted, _ := probe.FindCgroup2()
 	root, err := probe.Cgroup2(probe.DefaultCgroup2Mount)
@@ -237,6 +243,9 @@ func (w *World) waitListening(ctx context.Context, name string) error {
 		if err == nil {
 			c.Close()
 			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("lab: service %s did not start listening on %s in %s: %w", name, w.addrs[name], cl.Name, err)
