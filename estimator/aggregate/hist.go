@@ -103,6 +103,16 @@ func (h *hist) total() float64 {
 	return t
 }
 
+// beyond reports whether any bucket past j holds samples.
+func (h *hist) beyond(j int32) bool {
+	for i := len(h.counts) - 1; i >= 0 && h.lo+int32(i) > j; i-- {
+		if h.counts[i] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // copyFrom makes h equal to o, reusing h's storage.
 func (h *hist) copyFrom(o *hist) {
 	h.lo = o.lo

@@ -771,7 +771,7 @@ func (s *sink) updateSum(m *otlpwire.Metric, se *series, p *otlpwire.NumberPoint
 		next.last, next.prevVal = p.Time, v
 	}
 	if counted && !plausibleRate(se.metric, delta, iv) {
-		return s.implausible(m, se, &next)
+		return s.implausible(m, se, &next, ReasonImplausibleRate)
 	}
 	next.prev = se.prev
 	next.implausible = 0
@@ -805,7 +805,7 @@ func (s *sink) updateSum(m *otlpwire.Metric, se *series, p *otlpwire.NumberPoint
 // gap longer than the window at line rate): the cumulative series rebases
 // on this point, counting nothing, so that no state can refuse a series'
 // points for ever.
-func (s *sink) implausible(m *otlpwire.Metric, se, next *series) Reason {
+func (s *sink) implausible(m *otlpwire.Metric, se, next *series, reason Reason) Reason {
 	se.implausible++
 	if m.Temporality == otlpwire.TemporalityCumulative && se.implausible >= 2 {
 		prev := se.prev
@@ -816,7 +816,7 @@ func (s *sink) implausible(m *otlpwire.Metric, se, next *series) Reason {
 		se.prev, se.implausible, se.init = prev, 0, true
 		se.lastRecv = s.now.Unix()
 	}
-	return ReasonImplausibleRate
+	return reason
 }
 
 func (f *flowAgg) touch(now, interval float64) {
@@ -874,8 +874,22 @@ func (s *sink) checkExplicit(p *otlpwire.HistogramPoint) Reason {
 	if total != p.Count {
 		return ReasonInconsistentHistogram
 	}
-	if !plausibleExplicit(p.Bounds, p.Counts, p.Max, p.HasMax, s.unitScale) {
-		return ReasonImplausibleRTT
+	// A max above the highest populated finite bucket, or a min below the
+	// lowest, contradicts the buckets (it would steer the open-ended
+	// buckets' spread).
+	if n := len(p.Bounds); n > 0 && total > 0 {
+		first, last := -1, -1
+		for k, c := range p.Counts {
+			if c != 0 {
+				if first < 0 {
+					first = k
+				}
+				last = k
+			}
+		}
+		if (p.HasMax && last < n && p.Max > p.Bounds[last]) || (p.HasMin && first > 0 && p.Min < p.Bounds[first-1]) {
+			return ReasonInconsistentHistogram
+		}
 	}
 	return ReasonNone
 }
@@ -984,8 +998,11 @@ func (s *sink) updateHist(m *otlpwire.Metric, se *series, p *otlpwire.PointCommo
 		next.last, next.prevVal = p.Time, float64(count)
 		keepCur = true
 	}
+	if beyondMaxRTT(d) {
+		return s.implausible(m, se, &next, ReasonImplausibleRTT)
+	}
 	if counted && !plausibleRate(metricRTT, n, iv) {
-		return s.implausible(m, se, &next)
+		return s.implausible(m, se, &next, ReasonImplausibleRate)
 	}
 	next.prev = se.prev
 	if keepCur {

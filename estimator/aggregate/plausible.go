@@ -70,46 +70,38 @@ func plausibleRate(metric metricID, n, interval float64) bool {
 	return n <= perSecond*interval
 }
 
-var (
-	log2MaxRTT = math.Log2(MaxRTTSeconds)
-	log2MinRTT = math.Log2(MinRTTSeconds)
-)
+var log2MinRTT = math.Log2(MinRTTSeconds)
 
-// plausibleExponential reports whether every populated bucket of an
+// plausibleExponential reports whether no populated bucket of an
 // exponential histogram (scale, offset, counts in units of unitScale
-// seconds) lies within MinRTTSeconds..MaxRTTSeconds: bucket i holds
-// (2^(i/2^scale), 2^((i+1)/2^scale)].
+// seconds) lies wholly below MinRTTSeconds: bucket i holds
+// (2^(i/2^scale), 2^((i+1)/2^scale)]. No kernel measures such an RTT, so a
+// point holding one is refused whole. The upper bound is judged on what a
+// point adds (beyondMaxRTT), not on the point: a cumulative histogram keeps
+// a real sample beyond MaxRTTSeconds (a peer that froze for a while) in
+// every later point, and judging points would silence its series for ever.
 func plausibleExponential(scale, offset int32, counts []uint64, unitScale float64) bool {
-	lo, hi := -1, -1
+	lo := -1
 	for k, c := range counts {
 		if c != 0 {
-			if lo < 0 {
-				lo = k
-			}
-			hi = k
+			lo = k
+			break
 		}
 	}
 	if lo < 0 {
 		return true
 	}
 	width := math.Exp2(-float64(scale)) // octaves per bucket
-	u := math.Log2(unitScale)
-	lower := (float64(offset)+float64(hi))*width + u   // log2 of the highest bucket's lower bound
-	upper := (float64(offset)+float64(lo)+1)*width + u // log2 of the lowest bucket's upper bound
-	return lower < log2MaxRTT && upper > log2MinRTT
+	upper := (float64(offset)+float64(lo)+1)*width + math.Log2(unitScale)
+	return upper > log2MinRTT
 }
 
-// plausibleExplicit reports whether an explicit-bucket histogram (values
-// times unitScale are seconds) holds no sample beyond MaxRTTSeconds: no
-// populated bucket starts above it, and the max, if given, is within it.
-func plausibleExplicit(bounds []float64, counts []uint64, max float64, hasMax bool, unitScale float64) bool {
-	if hasMax && max*unitScale > MaxRTTSeconds {
-		return false
-	}
-	for k, c := range counts {
-		if c != 0 && k > 0 && k-1 < len(bounds) && bounds[k-1]*unitScale >= MaxRTTSeconds {
-			return false
-		}
-	}
-	return true
-}
+// maxRTTBucket is the last internal bucket wholly below MaxRTTSeconds:
+// samples past it (from 9.93 s, the bucket's 4.4% short of 10 s) are
+// implausible, and so are values clamped into the end bucket (64 s). The
+// explicit histograms' open last bucket above a 10 s bound lands there.
+var maxRTTBucket = bucketOf(MaxRTTSeconds) - 1
+
+// beyondMaxRTT reports whether the samples a point adds (its delta, or the
+// whole point where it starts a series) reach past MaxRTTSeconds.
+func beyondMaxRTT(added *hist) bool { return added.beyond(maxRTTBucket) }

@@ -86,12 +86,41 @@ func TestImplausiblePointsRefusedAlone(t *testing.T) {
 			{rttAt(base, at(1), func(p *metricspb.ExponentialHistogramDataPoint) { p.Positive.Offset = -2000 }), ReasonImplausibleRTT},
 		}, 0, 0},
 		{"explicit histogram max of a minute", []step{
+			// Its samples are all under 2 ms: the max contradicts them.
 			{explicitRTT(webAttrs(), func(p *metricspb.HistogramDataPoint) {
 				p.StartTimeUnixNano, p.TimeUnixNano = base, at(1)
 				mx := 60.0
 				p.Max = &mx
+			}), ReasonInconsistentHistogram},
+			{explicitRTT(webAttrs(), func(p *metricspb.HistogramDataPoint) {
+				p.StartTimeUnixNano, p.TimeUnixNano = base, at(2)
+				p.ExplicitBounds, p.BucketCounts = []float64{0.001, 1}, []uint64{0, 0, 3}
+				mx := 60.0
+				p.Max = &mx
 			}), ReasonImplausibleRTT},
 		}, 0, 0},
+		{"a real 12 s sample refuses what adds it, not the series", []step{
+			// Cumulative: the sample stays in every later point. Judged
+			// on what each point adds, the series refuses the point
+			// that added it and the next one against the old baseline,
+			// then rebases, and counts again.
+			{explicitRTT(webAttrs(), func(p *metricspb.HistogramDataPoint) {
+				p.StartTimeUnixNano, p.TimeUnixNano = base, at(1)
+				p.ExplicitBounds, p.BucketCounts, p.Count = []float64{0.001, 0.002, 10}, []uint64{0, 3, 0, 0}, 3
+			}), ReasonNone},
+			{explicitRTT(webAttrs(), func(p *metricspb.HistogramDataPoint) {
+				p.StartTimeUnixNano, p.TimeUnixNano = base, at(2)
+				p.ExplicitBounds, p.BucketCounts, p.Count = []float64{0.001, 0.002, 10}, []uint64{0, 5, 0, 1}, 6
+			}), ReasonImplausibleRTT},
+			{explicitRTT(webAttrs(), func(p *metricspb.HistogramDataPoint) {
+				p.StartTimeUnixNano, p.TimeUnixNano = base, at(3)
+				p.ExplicitBounds, p.BucketCounts, p.Count = []float64{0.001, 0.002, 10}, []uint64{0, 7, 0, 1}, 8
+			}), ReasonImplausibleRTT},
+			{explicitRTT(webAttrs(), func(p *metricspb.HistogramDataPoint) {
+				p.StartTimeUnixNano, p.TimeUnixNano = base, at(4)
+				p.ExplicitBounds, p.BucketCounts, p.Count = []float64{0.001, 0.002, 10}, []uint64{0, 11, 0, 1}, 12
+			}), ReasonNone},
+		}, 0, 3 + 4},
 		{"explicit histogram bucket beyond 10 s", []step{
 			{explicitRTT(webAttrs(), func(p *metricspb.HistogramDataPoint) {
 				p.StartTimeUnixNano, p.TimeUnixNano = base, at(1)

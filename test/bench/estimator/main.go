@@ -234,6 +234,20 @@ type countFixup struct{ marker, value uint64 }
 
 var countFix []countFixup
 
+// roundClock is the replayed agent time: the time stamped on round's
+// points (advance), read by the aggregator as its now.
+type roundClock struct{ ns atomic.Int64 }
+
+func (c *roundClock) set(round, t0 uint64) {
+	at := t0 + uint64(time.Second) // round 0, as buildAgent stamps it
+	if round > 0 {
+		at = t0 + (round+1)*uint64(10*time.Second)
+	}
+	c.ns.Store(int64(at))
+}
+
+func (c *roundClock) now() time.Time { return time.Unix(0, c.ns.Load()) }
+
 // advance moves a request one round on: timestamps +10 s, cumulative values
 // up (bytes, connections, two buckets and the count by 6).
 func (r *agentReq) advance(round uint64, t0 uint64) {
@@ -304,7 +318,13 @@ func run() error {
 	// whole ingest (decode + series + aggregation), one core.
 	base := baseline(reqs[:min(50, len(reqs))])
 
-	agg := aggregate.NewAggregator(aggregate.AggregatorConfig{MaxSeries: 4 * points, MaxFlows: 4 * points})
+	// Rounds replay 10 s of agent time each, faster than real time: the
+	// aggregator's clock follows the replayed time (roundClock), so its
+	// plausibility bound on timestamps (a point may not be from the
+	// future) judges them as it would live.
+	var clock roundClock
+	clock.ns.Store(time.Now().UnixNano()) // the receiver starts before the agents (t0)
+	agg := aggregate.NewAggregator(aggregate.AggregatorConfig{MaxSeries: 4 * points, MaxFlows: 4 * points, Now: clock.now})
 	srv, err := estimator.NewGRPCServer(agg, estimator.ServerTLS{}, 64<<20, nil)
 	if err != nil {
 		return err
@@ -343,6 +363,7 @@ func run() error {
 	}
 	// One round: every agent exports once, senders in parallel.
 	roundOf := func(round uint64) error {
+		clock.set(round, t0)
 		var wg sync.WaitGroup
 		errs := make(chan error, *senders)
 		for s := range *senders {
@@ -447,15 +468,18 @@ func baseline(sample []agentReq) baselineResult {
 		}
 	}
 	unm := float64(reps*pts) / time.Since(start).Seconds()
-	agg := aggregate.NewAggregator(aggregate.AggregatorConfig{})
+	t0 := uint64(time.Now().UnixNano())
+	var clock roundClock
+	clock.set(0, t0)
+	agg := aggregate.NewAggregator(aggregate.AggregatorConfig{Now: clock.now})
 	for _, b := range bufs { // create the series first: measure the steady path
 		if _, err := agg.Ingest(b); err != nil {
 			panic(err)
 		}
 	}
-	t0 := uint64(time.Now().UnixNano())
 	start = time.Now()
 	for rep := range uint64(reps) {
+		clock.set(100+rep, t0)
 		for i := range sample {
 			r := agentReq{buf: bufs[i], patches: sample[i].patches}
 			r.advance(100+rep, t0)
