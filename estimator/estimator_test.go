@@ -282,6 +282,11 @@ func TestEstimator(t *testing.T) {
 			t.Fatalf("ClusterLatency: %+v", cl)
 		}
 		p := cl.Status.Peers[0]
+		// Quantiles of fixed samples: no timing in them. The bound is
+		// the resolution of the two histograms in the path: the
+		// agent's exponential one (scale >= 3 here, buckets <= 9%
+		// wide, interpolated to well within one) folded into the
+		// estimator's scale 4 (4.4%). Measured: -0.4%, +0.7%, +1.6%.
 		within(t, "p50", float64(p.P50Microseconds), micro(exactQuantile(want.samples, 0.5)), 0.08)
 		within(t, "p90", float64(p.P90Microseconds), micro(exactQuantile(want.samples, 0.9)), 0.08)
 		within(t, "p99", float64(p.P99Microseconds), micro(exactQuantile(want.samples, 0.99)), 0.08)
@@ -309,7 +314,11 @@ func TestEstimator(t *testing.T) {
 			t.Errorf("web pair %s -> %s", c.SourceCluster, c.DestinationCluster)
 		}
 		// The published value is the last one that differed by more than
-		// 10% from its predecessor, so allow that on top of the estimate.
+		// 10% from its predecessor (the publish threshold), and the live
+		// estimate of a 4 s stream in a 3 s decaying window is itself off
+		// by the stream's start-up and its 100 ms ticks' jitter (a tick
+		// late by a stall is 2.5% of the 40): 10% + 15%. Measured over
+		// soak runs: -4% to -13%, always low (the estimate trails).
 		within(t, "web->db bytes/s", float64(c.BytesPerSecond), want.bytesPerSec, 0.25)
 		within(t, "web->db milli-connections/s", float64(c.MilliConnectionsPerSecond), 1000*want.connsPerSec, 0.25)
 		within(t, "web->db RTT p50", float64(c.RTTP50Microseconds), micro(exactQuantile(want.samples, 0.5)), 0.1)

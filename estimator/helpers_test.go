@@ -156,6 +156,9 @@ func exactQuantile(us []uint32, q float64) float64 {
 
 func within(t testing.TB, what string, got, want, rel float64) {
 	t.Helper()
+	if testing.Verbose() {
+		t.Logf("measured: %s off by %+.2f%% (bound %.0f%%)", what, 100*(got-want)/want, rel*100)
+	}
 	if math.Abs(got-want) > rel*math.Abs(want) {
 		t.Errorf("%s = %.6g, want %.6g ± %.0f%%", what, got, want, rel*100)
 	}
