@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -178,6 +179,10 @@ func startHub(names []string, fds []int, base uint8) (h *hub, err error) {
 		Env:        append(os.Environ(), fmt.Sprintf("%s=%d,%d", hubEnv, len(fds), base)),
 		ExtraFiles: childFiles,
 		Stderr:     os.Stderr, // panics only; the hub prints nothing else
+		// Its own process group: a terminal's Ctrl-C goes to the caller,
+		// which tears the topology down in order; the hub must not die
+		// first. It still exits with its parent (the stop pipe's EOF).
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
 	if err := cmd.Start(); err != nil {
 		stopW.Close()
