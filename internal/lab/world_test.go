@@ -91,6 +91,8 @@ func TestWorldPlacesAndLoads(t *testing.T) {
 	}
 
 	near, far := res.Latencies["us-east-1"], res.Latencies["ap-northeast-1"]
+	// 10 requests/s for 2 s is 20 from each; the load generator paces by
+	// the clock, so a stall (ms) costs none, and half is a wide margin.
 	if len(near) < 10 || len(far) < 10 {
 		t.Fatalf("too few requests: %v", res.Requests)
 	}
@@ -188,9 +190,10 @@ func TestCollectorMeasuresInjectedRTT(t *testing.T) {
 	}
 	for _, pair := range [][2]string{{"us-east-1", "eu-west-1"}, {"us-east-1", "ap-northeast-1"}, {"ap-northeast-1", "us-east-1"}, {"ap-northeast-1", "eu-west-1"}} {
 		ms, samples := col.MeasuredRTT(pair[0], pair[1])
-		want := float64(prof.Injected(pair[0], pair[1]).Microseconds()) / 1e3
-		if samples == 0 || ms != ms || ms < want-2 || ms > want+2 {
-			t.Errorf("%s -> %s: measured mean %.2f ms over %.0f samples, injected %.2f ms", pair[0], pair[1], ms, samples, want)
+		injected := prof.Injected(pair[0], pair[1])
+		lo, hi := RTTBound(injected, int64(samples))
+		if got := time.Duration(ms * float64(time.Millisecond)); samples == 0 || ms != ms || got < lo || got > hi {
+			t.Errorf("%s -> %s: measured mean %v over %.0f samples, injected %v: want within [%v, %v]", pair[0], pair[1], got, samples, injected, lo, hi)
 		}
 	}
 }
