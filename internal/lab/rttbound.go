@@ -1,8 +1,10 @@
 package lab
 
 import (
+	"fmt"
 	"time"
 
+	"github.com/flowplace/flowplace/internal/lab/ui"
 	"github.com/flowplace/flowplace/world/wan"
 )
 
@@ -19,4 +21,27 @@ const aggregateMeanResolution = 0.022
 func RTTBound(injected time.Duration, samples int64) (lo, hi time.Duration) {
 	res := time.Duration(aggregateMeanResolution * float64(injected))
 	return injected - res, injected + res + wan.MeanTolerance(int(min(samples, 1<<31-1)))
+}
+
+// RTTOutOfBounds describes each measured pair of a matrix that lies outside
+// RTTBound, and a matrix with no measured pair at all; nil when all is well.
+func RTTOutOfBounds(cells []ui.RTTCell) []string {
+	var out []string
+	measured := 0
+	for _, c := range cells {
+		if c.Samples == 0 {
+			continue
+		}
+		measured++
+		injected := time.Duration(c.InjectedMs * float64(time.Millisecond))
+		lo, hi := RTTBound(injected, c.Samples)
+		if got := time.Duration(c.MeasuredMs * float64(time.Millisecond)); got < lo || got > hi {
+			out = append(out, fmt.Sprintf("%s -> %s: measured mean %v over %d samples, injected %v: want within [%v, %v]",
+				c.From, c.To, got, c.Samples, injected, lo, hi))
+		}
+	}
+	if measured == 0 {
+		out = append(out, "no cluster pair was measured")
+	}
+	return out
 }
