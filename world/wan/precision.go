@@ -15,7 +15,8 @@ const (
 	// MedianBias bounds how much the median RTT of a QuickACK topology's
 	// kernel samples (handshakes, srtt, the probes' histograms) exceeds the
 	// injected RTT: the hub's release lateness (busy-wait, SCHED_FIFO) plus
-	// two TUN traversals and softirq work. [handshake median +26..+60 µs,
+	// two TUN traversals and softirq work, and a wake-up from idle when
+	// samples are spaced. [handshake median +26..+151 µs,
 	// probe histogram mean +34..+200 µs]
 	MedianBias = 300 * time.Microsecond
 
