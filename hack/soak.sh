@@ -30,7 +30,11 @@ fi
 export FLOWPLACE_REQUIRE_KERNEL=1 FLOWPLACE_REQUIRE_CONTROLPLANE=1 FLOWPLACE_REQUIRE_BROWSER=1
 cd "$work/src"
 # Compile once, outside the measured runs, so run 1 is not a cold build.
-go test -count=1 -run '^$' $pkgs >/dev/null
+if ! out=$(go test -count=1 -run '^$' $pkgs 2>&1); then
+	echo "soak: the packages do not build at $rev:" >&2
+	echo "$out" >&2
+	exit 1
+fi
 
 echo "soak: $runs runs of $pkgs at $rev on $(nproc) CPUs, $(uname -r), $(go env GOVERSION)"
 results="$work/results" # run pkg status seconds

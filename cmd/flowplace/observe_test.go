@@ -41,19 +41,7 @@ func TestMain(m *testing.M) {
 
 func runCLI(t *testing.T, cred *syscall.Credential, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	}
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run %v: %v", args, err)
-	}
-	return out.String(), errb.String(), code
+	return runCLIEnv(t, cred, nil, args...)
 }
 
 func TestObserveRejectsGarbageOptions(t *testing.T) {

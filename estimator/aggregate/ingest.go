@@ -865,11 +865,18 @@ func (s *sink) checkExplicit(p *otlpwire.HistogramPoint) Reason {
 		}
 	}
 	var total uint64
-	for _, c := range p.Counts {
+	first, last := -1, -1 // populated buckets
+	for k, c := range p.Counts {
 		if total+c < total {
 			return ReasonInconsistentHistogram // overflow
 		}
 		total += c
+		if c != 0 {
+			if first < 0 {
+				first = k
+			}
+			last = k
+		}
 	}
 	if total != p.Count {
 		return ReasonInconsistentHistogram
@@ -877,19 +884,9 @@ func (s *sink) checkExplicit(p *otlpwire.HistogramPoint) Reason {
 	// A max above the highest populated finite bucket, or a min below the
 	// lowest, contradicts the buckets (it would steer the open-ended
 	// buckets' spread).
-	if n := len(p.Bounds); n > 0 && total > 0 {
-		first, last := -1, -1
-		for k, c := range p.Counts {
-			if c != 0 {
-				if first < 0 {
-					first = k
-				}
-				last = k
-			}
-		}
-		if (p.HasMax && last < n && p.Max > p.Bounds[last]) || (p.HasMin && first > 0 && p.Min < p.Bounds[first-1]) {
-			return ReasonInconsistentHistogram
-		}
+	if n := len(p.Bounds); n > 0 && last >= 0 &&
+		((p.HasMax && last < n && p.Max > p.Bounds[last]) || (p.HasMin && first > 0 && p.Min < p.Bounds[first-1])) {
+		return ReasonInconsistentHistogram
 	}
 	return ReasonNone
 }
