@@ -45,6 +45,11 @@ var binarySpecs = []binarySpec{
 	{name: "etcd", pkg: "go.etcd.io/etcd/server/v3", ldflags: ldflagsEtcd, hint: "~1.5 min"},
 	{name: "kube-proxy", pkg: "k8s.io/kubernetes/cmd/kube-proxy", ldflags: ldflagsK8s, hint: "~3.5 min"},
 	{name: "kube-apiserver", pkg: "k8s.io/kubernetes/cmd/kube-apiserver", ldflags: ldflagsK8s, hint: "~4 min after kube-proxy"},
+	// What a cluster with nodes adds (world/nodes).
+	{name: "kube-scheduler", pkg: "k8s.io/kubernetes/cmd/kube-scheduler", ldflags: ldflagsK8s, hint: "~1 min after kube-apiserver"},
+	{name: "kube-controller-manager", pkg: "k8s.io/kubernetes/cmd/kube-controller-manager", ldflags: ldflagsK8s, hint: "~1.5 min"},
+	{name: "kubelet", pkg: "k8s.io/kubernetes/cmd/kubelet", ldflags: ldflagsK8s, hint: "~2.5 min"},
+	{name: "kubectl", pkg: "k8s.io/kubernetes/cmd/kubectl", ldflags: ldflagsK8s, hint: "~1.5 min"},
 }
 
 // buildEnv is added to the environment of every `go build`. CGO_ENABLED is
@@ -68,25 +73,33 @@ func buildSpecString() string {
 
 // Paths are the absolute paths of the built binaries.
 type Paths struct {
-	Dir           string // cache directory holding all of them
-	KubeAPIServer string
-	KubeProxy     string
-	Etcd          string
+	Dir                   string // cache directory holding all of them
+	KubeAPIServer         string
+	KubeProxy             string
+	Etcd                  string
+	KubeScheduler         string
+	KubeControllerManager string
+	Kubelet               string
+	Kubectl               string
 }
 
 func pathsIn(dir string) Paths {
 	return Paths{
-		Dir:           dir,
-		KubeAPIServer: filepath.Join(dir, "kube-apiserver"),
-		KubeProxy:     filepath.Join(dir, "kube-proxy"),
-		Etcd:          filepath.Join(dir, "etcd"),
+		Dir:                   dir,
+		KubeAPIServer:         filepath.Join(dir, "kube-apiserver"),
+		KubeProxy:             filepath.Join(dir, "kube-proxy"),
+		Etcd:                  filepath.Join(dir, "etcd"),
+		KubeScheduler:         filepath.Join(dir, "kube-scheduler"),
+		KubeControllerManager: filepath.Join(dir, "kube-controller-manager"),
+		Kubelet:               filepath.Join(dir, "kubelet"),
+		Kubectl:               filepath.Join(dir, "kubectl"),
 	}
 }
 
 // complete reports whether every binary exists in dir. The directory is only
 // ever created by an atomic rename of a finished build, so existence suffices.
 func (p Paths) complete() bool {
-	for _, f := range []string{p.KubeAPIServer, p.KubeProxy, p.Etcd} {
+	for _, f := range []string{p.KubeAPIServer, p.KubeProxy, p.Etcd, p.KubeScheduler, p.KubeControllerManager, p.Kubelet, p.Kubectl} {
 		if st, err := os.Stat(f); err != nil || !st.Mode().IsRegular() {
 			return false
 		}
@@ -173,7 +186,7 @@ func resolve(src toolsSource) (Resolution, error) {
 	r.Cached = r.Paths.complete()
 	if !r.Cached {
 		if _, err := exec.LookPath("go"); err != nil {
-			return r, fmt.Errorf("%w: kube-apiserver, kube-proxy and etcd are not in %s and there is no go command in PATH to build them (%v); run `make controlplane-bin` where Go is installed, or install Go 1.26",
+			return r, fmt.Errorf("%w: the Kubernetes and etcd binaries are not in %s and there is no go command in PATH to build them (%v); run `make controlplane-bin` where Go is installed, or install Go 1.26",
 				ErrNoToolchain, r.Paths.Dir, err)
 		}
 	}
@@ -235,7 +248,7 @@ func Binaries(ctx context.Context, logf Logf) (Paths, error) {
 		return Paths{}, fmt.Errorf("controlplane: creating build directory: %w", err)
 	}
 	start := time.Now()
-	logf("controlplane: building kube-apiserver, kube-proxy and etcd from %s (first run only, ~9 min on 2 cores) into %s", src, final)
+	logf("controlplane: building the Kubernetes and etcd binaries from %s (first run only, ~15 min on 2 cores) into %s", src, final)
 	for _, s := range binarySpecs {
 		if err := goBuild(ctx, tools, partial, s, logf); err != nil {
 			return Paths{}, err
