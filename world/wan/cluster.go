@@ -50,6 +50,8 @@ type Cluster struct {
 	mu       sync.Mutex
 	lastHost int
 	tunIndex int
+
+	nodes []*Node // guarded by topo.mgmtMu
 }
 
 func newCluster(t *Topology, i int, name string) *Cluster {

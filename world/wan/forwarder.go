@@ -199,12 +199,19 @@ func (f *forwarder) drain(p **packet, dead []bool, pfds []unix.PollFd) bool {
 	return queuedAny
 }
 
-// dstIndex maps an IPv4 destination to a cluster, or -1.
+// dstIndex maps an IPv4 destination to a cluster, or -1: the cluster's /24
+// (hosts and nodes) or one of its nodes' pod /24s (see node.go).
 func (f *forwarder) dstIndex(b []byte) int {
-	if b[0] != 10 || b[1] != f.base || b[2] == 0 || int(b[2]) > f.n {
+	if b[0] != 10 || b[1] != f.base || b[2] == 0 {
 		return -1
 	}
-	return int(b[2]) - 1
+	if int(b[2]) <= f.n {
+		return int(b[2]) - 1
+	}
+	if b[2] >= podBlockStart && int(b[2]) < podBlockStart+MaxNodes*f.n {
+		return (int(b[2]) - podBlockStart) / MaxNodes
+	}
+	return -1
 }
 
 // handle routes one packet read from cluster src's TUN. It reports whether

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/vishvananda/netlink"
 )
 
 // stateDir holds one owner record per live topology, "<prefix>.pid", with
@@ -180,6 +182,10 @@ func Sweep(prefix string) error {
 		errs = append(errs, fmt.Errorf("sweep: read %s: %w", netnsRunDir, err))
 	}
 	failed := map[string]bool{}
+	deadPrefixes := map[string]bool{}
+	for tp := range sweptPrefixes {
+		deadPrefixes[tp] = true
+	}
 	for _, e := range nsEntries {
 		tp, _, ok := strings.Cut(e.Name(), "-")
 		if !ok || !strings.HasPrefix(tp, prefix) {
@@ -198,9 +204,27 @@ func Sweep(prefix string) error {
 				continue
 			}
 		}
+		deadPrefixes[tp] = true
 		if err := deleteNamedNetNS(e.Name()); err != nil {
 			errs = append(errs, fmt.Errorf("sweep: %w", err))
 			failed[tp] = true
+		}
+	}
+	// Devices in this namespace: the management bridge and the nodes' veth
+	// ends, named after the prefix's hash.
+	links, err := netlink.LinkList()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("sweep: list links: %w", err))
+	}
+	for _, l := range links {
+		name := l.Attrs().Name
+		for tp := range deadPrefixes {
+			if strings.HasPrefix(name, hostLinkStem(tp)) {
+				if err := deleteHostLink(name); err != nil {
+					errs = append(errs, fmt.Errorf("sweep: %w", err))
+					failed[tp] = true
+				}
+			}
 		}
 	}
 	for tp := range sweptPrefixes {

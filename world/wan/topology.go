@@ -97,6 +97,11 @@ type Topology struct {
 	byName    map[string]*Cluster
 	hub       *hub
 
+	// mgmtMu guards the management network and every cluster's nodes.
+	mgmtMu       sync.Mutex
+	mgmtBridge   string // "" until the first node or ManagementGateway
+	nextMgmtHost int    // last host number given on the management network
+
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool
@@ -233,6 +238,8 @@ func build(ctx context.Context, cfg Config) (*Topology, error) {
 		quickACK:  cfg.QuickACK,
 		statePath: record,
 		byName:    make(map[string]*Cluster, len(cfg.Clusters)),
+		// .1 is the host's own address on the management network.
+		nextMgmtHost: 1,
 	}
 	for i, name := range cfg.Clusters {
 		if err := ctx.Err(); err != nil {
@@ -350,8 +357,18 @@ func (t *Topology) Close() error {
 			}
 		}
 		for _, c := range t.clusters {
+			for _, n := range c.nodes {
+				if err := n.teardown(!t.abandoned); err != nil {
+					errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
+				}
+			}
 			if err := c.teardown(!t.abandoned); err != nil {
 				errs = append(errs, fmt.Errorf("cluster %s: %w", c.Name, err))
+			}
+		}
+		if !t.abandoned {
+			if err := t.deleteMgmt(); err != nil {
+				errs = append(errs, fmt.Errorf("management network: %w", err))
 			}
 		}
 		if !t.abandoned && t.statePath != "" {
