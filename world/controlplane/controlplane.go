@@ -61,6 +61,16 @@ type Config struct {
 	Logf Logf
 	// ReadyTimeout overrides DefaultReadyTimeout.
 	ReadyTimeout time.Duration
+	// BindAddress is the host address every API server listens on and
+	// advertises; empty means 127.0.0.1. Clusters with nodes need one their
+	// nodes reach (wan.Topology.ManagementGateway).
+	BindAddress string
+	// Nodes makes the members real clusters that kubelets can join: each
+	// also runs kube-controller-manager and kube-scheduler, authenticates
+	// client certificates of the control plane's CA (Cluster.WriteKubeconfig),
+	// authorizes kubelets with the Node authorizer and admits pods with their
+	// ServiceAccounts. The host stays an API server only, as Karmada's is.
+	Nodes bool
 }
 
 // ControlPlane is a running etcd plus one API server per cluster.
@@ -79,6 +89,8 @@ type ControlPlane struct {
 	EtcdURL string
 
 	memberOrder []string
+	bindAddr    string
+	ca          *clientCA
 	etcd        *process
 	stopOnce    sync.Once
 	stopErr     error
@@ -102,10 +114,20 @@ type Cluster struct {
 	ServiceCIDR string
 	// LogFile holds the API server's stdout and stderr.
 	LogFile string
+	// ServingCAPEM verifies the API server's (self-signed) serving
+	// certificate; ServingCAFile is the same on disk.
+	ServingCAPEM  []byte
+	ServingCAFile string
+	// SAKeyFile signs service account tokens (the controller manager's
+	// --service-account-private-key-file).
+	SAKeyFile string
 
 	dir       string
 	token     string
 	apiserver *process
+	// With Config.Nodes (members only):
+	ca          *clientCA
+	controllers []*process // kube-controller-manager, kube-scheduler
 }
 
 // Cluster returns the cluster called name (HostName or a member), or nil.
@@ -146,6 +168,9 @@ func (cp *ControlPlane) PIDs() map[string]int {
 		if c.apiserver != nil {
 			out[c.Name] = c.apiserver.pid()
 		}
+		for _, p := range c.controllers {
+			out[p.name] = p.pid()
+		}
 	}
 	return out
 }
@@ -157,6 +182,11 @@ const maxMembers = 64
 func (cfg *Config) validate() error {
 	if len(cfg.Members) > maxMembers {
 		return fmt.Errorf("controlplane: %d members, at most %d", len(cfg.Members), maxMembers)
+	}
+	if cfg.BindAddress != "" {
+		if ip := net.ParseIP(cfg.BindAddress); ip == nil || ip.To4() == nil {
+			return fmt.Errorf("controlplane: bind address %q: want an IPv4 address", cfg.BindAddress)
+		}
 	}
 	seen := map[string]bool{HostName: true}
 	for _, m := range cfg.Members {
@@ -201,6 +231,10 @@ func Start(ctx context.Context, cfg Config) (*ControlPlane, error) {
 		Marker:      filepath.Base(dir),
 		Members:     map[string]*Cluster{},
 		memberOrder: slices.Clone(cfg.Members),
+		bindAddr:    cfg.BindAddress,
+	}
+	if cp.bindAddr == "" {
+		cp.bindAddr = "127.0.0.1"
 	}
 	if err := cp.start(ctx, cfg, timeout, logf); err != nil {
 		if stopErr := cp.Stop(); stopErr != nil {
@@ -222,12 +256,17 @@ func (cp *ControlPlane) start(ctx context.Context, cfg Config, timeout time.Dura
 		return err
 	}
 	// One port for etcd clients, one for etcd peers, one per API server.
-	ports, err := freePorts(3 + len(cfg.Members))
+	ports, err := freePorts(cp.bindAddr, 3+len(cfg.Members))
 	if err != nil {
 		return err
 	}
 	if err := cp.startEtcd(ctx, ports[0], ports[1]); err != nil {
 		return err
+	}
+	if cfg.Nodes {
+		if cp.ca, err = newClientCA(cp.Dir); err != nil {
+			return err
+		}
 	}
 	tEtcd := time.Since(start)
 
@@ -238,7 +277,7 @@ func (cp *ControlPlane) start(ctx context.Context, cfg Config, timeout time.Dura
 		if i > 0 {
 			cidr = fmt.Sprintf("10.%d.0.0/16", 96+i-1)
 		}
-		c, err := cp.startAPIServer(name, cidr, ports[2+i])
+		c, err := cp.startAPIServer(name, cidr, ports[2+i], cfg.Nodes && i > 0)
 		if err != nil {
 			return err
 		}
@@ -257,7 +296,14 @@ func (cp *ControlPlane) start(ctx context.Context, cfg Config, timeout time.Dura
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = c.waitReady(ctx); errs[i] != nil || c != cp.Host {
+			if errs[i] = c.waitReady(ctx); errs[i] != nil {
+				return
+			}
+			if c.ca != nil {
+				errs[i] = c.startControllers(ctx, cp.Binaries)
+				return
+			}
+			if c != cp.Host {
 				return
 			}
 			t0 := time.Now()
@@ -318,7 +364,7 @@ func (cp *ControlPlane) startEtcd(ctx context.Context, clientPort, peerPort int)
 
 // startAPIServer writes the cluster's credentials and starts its API server;
 // it does not wait for it (see waitReady).
-func (cp *ControlPlane) startAPIServer(name, cidr string, port int) (*Cluster, error) {
+func (cp *ControlPlane) startAPIServer(name, cidr string, port int, nodes bool) (*Cluster, error) {
 	dir := filepath.Join(cp.Dir, name)
 	certDir := filepath.Join(dir, "certs")
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
@@ -339,32 +385,53 @@ func (cp *ControlPlane) startAPIServer(name, cidr string, port int) (*Cluster, e
 	}
 	c := &Cluster{
 		Name:        name,
-		URL:         "https://127.0.0.1:" + strconv.Itoa(port),
+		URL:         "https://" + net.JoinHostPort(cp.bindAddr, strconv.Itoa(port)),
 		EtcdPrefix:  "/flowplace/" + name,
 		ServiceCIDR: cidr,
 		LogFile:     filepath.Join(dir, "apiserver.log"),
+		SAKeyFile:   saKey,
 		dir:         dir,
 		token:       token,
 	}
 	args := []string{
 		"--etcd-servers=" + cp.EtcdURL,
 		"--etcd-prefix=" + c.EtcdPrefix,
-		"--bind-address=127.0.0.1",
-		// Also puts 127.0.0.1 in the self-signed certificate's SANs.
-		"--advertise-address=127.0.0.1",
+		"--bind-address=" + cp.bindAddr,
+		// Also puts the address in the self-signed certificate's SANs.
+		"--advertise-address=" + cp.bindAddr,
 		"--secure-port=" + strconv.Itoa(port),
 		"--cert-dir=" + certDir,
 		"--token-auth-file=" + tokenFile,
-		"--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + saPub,
 		"--service-account-signing-key-file=" + saKey,
 		"--service-cluster-ip-range=" + cidr,
-		// No controller-manager creates the "default" ServiceAccount, and
-		// this plugin would reject every Pod without it.
-		"--disable-admission-plugins=ServiceAccount",
 		"--allow-privileged=true",
 		"--profiling=false",
+	}
+	if nodes {
+		c.ca = cp.ca
+		kubeletCert, kubeletKey, err := cp.ca.writeKeyPair(filepath.Join(dir, "apiserver-kubelet-client"), "kube-apiserver-kubelet-client", "system:masters")
+		if err != nil {
+			return nil, err
+		}
+		args = append(args,
+			"--client-ca-file="+cp.ca.File,
+			"--authorization-mode=Node,RBAC",
+			"--enable-admission-plugins=NodeRestriction",
+			"--kubelet-client-certificate="+kubeletCert,
+			"--kubelet-client-key="+kubeletKey,
+			// Node names do not resolve here; `kubectl logs` and exec
+			// fail without it.
+			"--kubelet-preferred-address-types=InternalIP",
+		)
+	} else {
+		args = append(args,
+			"--authorization-mode=RBAC",
+			// No controller-manager creates the "default" ServiceAccount,
+			// and this plugin would reject every Pod without it.
+			"--disable-admission-plugins=ServiceAccount",
+		)
 	}
 	p, err := startProcess("kube-apiserver "+name, cp.Binaries.KubeAPIServer, args, c.LogFile)
 	if err != nil {
@@ -437,6 +504,8 @@ func (c *Cluster) errorWithLog(err error) error {
 }
 
 func (c *Cluster) makeClients(caPEM []byte) error {
+	c.ServingCAPEM = caPEM
+	c.ServingCAFile = filepath.Join(c.dir, "certs", "apiserver.crt")
 	c.RESTConfig = &rest.Config{
 		Host:            c.URL,
 		BearerToken:     c.token,
@@ -483,6 +552,14 @@ func (cp *ControlPlane) Stop() error {
 		var errs []error
 		var mu sync.Mutex
 		var wg sync.WaitGroup
+		// Controllers first: they would only log the API servers going away.
+		for _, c := range cp.Clusters() {
+			for _, p := range c.controllers {
+				if err := p.stop(10 * time.Second); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
 		for _, c := range cp.Clusters() {
 			if c.apiserver == nil {
 				continue
@@ -540,7 +617,7 @@ func poll(ctx context.Context, interval time.Duration, p *process, cond func() (
 // stay open until every port is chosen so that no port is handed out twice;
 // another process could still take one before our child binds it, which on a
 // test machine is rare enough to surface as a start error rather than retry.
-func freePorts(n int) ([]int, error) {
+func freePorts(addr string, n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
 	defer func() {
@@ -549,7 +626,7 @@ func freePorts(n int) ([]int, error) {
 		}
 	}()
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 		if err != nil {
 			return nil, fmt.Errorf("controlplane: finding a free port: %w", err)
 		}
