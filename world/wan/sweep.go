@@ -19,6 +19,10 @@ var stateDir = "/run/flowplace/topology"
 
 // generatedPrefixRE matches defaultPrefix's output and recovers the pid for
 // namespaces whose owner record is missing.
+// GeneratedPrefixStem starts every generated prefix (Config.Prefix empty);
+// Sweep(GeneratedPrefixStem) cleans up after any killed run that used one.
+const GeneratedPrefixStem = defaultPrefixStem
+
 var generatedPrefixRE = regexp.MustCompile(`^` + defaultPrefixStem + `([0-9]+)x[0-9a-f]+$`)
 
 type owner struct {
