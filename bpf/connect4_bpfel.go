@@ -29,9 +29,10 @@ type Connect4FpConnState struct {
 	Dialed      uint8
 	Redirected  uint8
 	Tracking    uint8
+	Adopted     uint8
 	PendN       uint8
+	_           [1]byte
 	PendBucket  [8]uint16
-	_           [2]byte
 	PendMinUs   uint32
 	PendSumUs   uint64
 	LastFoldNs  uint64
@@ -65,7 +66,7 @@ type Connect4FpFlowStats struct {
 	RttSumUs      uint64
 	RttCount      uint64
 	RttMinUs      uint32
-	Pad           uint32
+	Adopted       uint32
 	RttHist       [320]uint32
 }
 

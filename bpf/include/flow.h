@@ -67,7 +67,10 @@ struct fp_flow_stats {
 	__u64 rtt_sum_us; /* sum of smoothed-RTT samples */
 	__u64 rtt_count;
 	__u32 rtt_min_us; /* smallest raw RTT sample; 0 = none yet */
-	__u32 pad;
+	/* connections that were open before the probes were attached, measured
+	 * from their adoption on (counted here, not in opened: they were not
+	 * established now) */
+	__u32 adopted;
 	__u32 rtt_hist[RTT_BUCKETS];
 };
 
@@ -91,6 +94,7 @@ struct fp_conn_state {
 	__u8 dialed; /* dialed_* valid */
 	__u8 redirected; /* connect4 rewrote the destination */
 	__u8 tracking; /* established and counted */
+	__u8 adopted; /* open before the probes; found by the adoption walk */
 	/* RTT samples not yet folded into the aggregate: folding costs a hash
 	 * lookup, so it happens every RTT_PENDING samples, every
 	 * FOLD_INTERVAL_NS, and at close. */

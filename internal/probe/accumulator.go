@@ -17,7 +17,7 @@ type accumulated struct {
 }
 
 func (s *FlowStats) isZero() bool {
-	return s.Opened == 0 && s.Closed == 0 && s.BytesSent == 0 && s.BytesReceived == 0 &&
+	return s.Opened == 0 && s.Adopted == 0 && s.Closed == 0 && s.BytesSent == 0 && s.BytesReceived == 0 &&
 		s.SegsIn == 0 && s.SegsOut == 0 && s.Retransmits == 0 && s.RTT.Count == 0
 }
 

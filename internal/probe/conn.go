@@ -19,6 +19,7 @@ type ConnInfo struct {
 	Dialed     netip.AddrPort // what the application connected to
 	Redirected bool           // connect4 rewrote the destination
 	Tracking   bool           // established and not yet closed
+	Adopted    bool           // open before the probes; measured since adoption
 }
 
 // Conn returns the datapath's state of a socket this process holds (a
@@ -52,5 +53,6 @@ func (p *Probe) Conn(c syscall.Conn) (ConnInfo, error) {
 		Dialed:     netip.AddrPortFrom(addrFrom16(st.DialedAddr), st.DialedPort),
 		Redirected: st.Redirected != 0,
 		Tracking:   st.Tracking != 0,
+		Adopted:    st.Adopted != 0,
 	}, nil
 }

@@ -50,6 +50,7 @@ type FlowKey struct {
 // FlowStats are cumulative counters of a flow.
 type FlowStats struct {
 	Opened        uint64 // connections established
+	Adopted       uint64 // connections already open at attach (AdoptExisting), counted from then on
 	Closed        uint64 // connections closed (their bytes are final)
 	BytesSent     uint64 // payload bytes acknowledged by the peer
 	BytesReceived uint64 // payload bytes received in order
@@ -62,15 +63,16 @@ type FlowStats struct {
 
 // Active is the number of connections open now.
 func (s *FlowStats) Active() uint64 {
-	if s.Opened < s.Closed {
+	if s.Opened+s.Adopted < s.Closed {
 		return 0
 	}
-	return s.Opened - s.Closed
+	return s.Opened + s.Adopted - s.Closed
 }
 
 // Add adds o's counters and samples to s.
 func (s *FlowStats) Add(o *FlowStats) {
 	s.Opened += o.Opened
+	s.Adopted += o.Adopted
 	s.Closed += o.Closed
 	s.BytesSent += o.BytesSent
 	s.BytesReceived += o.BytesReceived
@@ -86,6 +88,7 @@ func (s *FlowStats) Add(o *FlowStats) {
 func (s *FlowStats) sub(o *FlowStats) FlowStats {
 	d := FlowStats{
 		Opened:        s.Opened - o.Opened,
+		Adopted:       s.Adopted - o.Adopted,
 		Closed:        s.Closed - o.Closed,
 		BytesSent:     s.BytesSent - o.BytesSent,
 		BytesReceived: s.BytesReceived - o.BytesReceived,
@@ -251,6 +254,7 @@ func as16(a netip.Addr) [16]byte {
 func flowStats(v *bpf.SockopsFpFlowStats) FlowStats {
 	s := FlowStats{
 		Opened:        v.Opened,
+		Adopted:       uint64(v.Adopted),
 		Closed:        v.Closed,
 		BytesSent:     v.BytesSent,
 		BytesReceived: v.BytesReceived,

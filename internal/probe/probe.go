@@ -5,6 +5,7 @@ package probe
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -40,12 +41,22 @@ type Probe struct {
 	peername bpf.Getpeername4Objects
 	connect6 bpf.Connect6Objects
 	links    []link.Link
-	evicted  uint64 // highest eviction estimate reported so far
-	deleted  uint64 // entries removed by userspace (not evictions)
+	// Adoption of connections open before attach (adopt.go). Optional: a
+	// kernel that refuses it still measures new connections; adoptErr says
+	// why it is unavailable.
+	adopt     adoptObjects
+	adoptIter *link.Iter
+	adoptErr  error
+	adoptMu   sync.Mutex // one walk at a time (walkGen, the listener table)
+	walkGen   uint32
+	evicted   uint64 // highest eviction estimate reported so far
+	deleted   uint64 // entries removed by userspace (not evictions)
 }
 
 // Load checks the kernel, loads the programs and attaches them to
-// opts.Cgroup. On error nothing stays loaded or attached.
+// opts.Cgroup. On error nothing stays loaded or attached. Connections that
+// were open before are measured once AdoptExisting has found them; a kernel
+// that cannot adopt them is no error here (AdoptExisting reports it).
 func Load(opts Options) (_ *Probe, err error) {
 	if opts.Cgroup == "" {
 		return nil, errors.New("probe: no cgroup given")
@@ -144,6 +155,11 @@ func Load(opts Options) (_ *Probe, err error) {
 		}
 		p.links = append(p.links, l)
 	}
+	// After sock_ops is attached: a connection established from now on is
+	// seen by sock_ops, one established before by the walk (AdoptExisting).
+	if err := p.loadAdopt(opts, shared); err != nil {
+		p.adoptErr = err
+	}
 	return p, nil
 }
 
@@ -174,6 +190,9 @@ func (p *Probe) Programs() map[string]*ebpf.Program {
 	if p.peername.FlowplaceGetpeername4 != nil {
 		m["getpeername4"] = p.peername.FlowplaceGetpeername4
 	}
+	if p.adopt.FlowplaceAdopt != nil {
+		m["adopt"] = p.adopt.FlowplaceAdopt
+	}
 	return m
 }
 
@@ -187,11 +206,19 @@ func (p *Probe) Close() error {
 		}
 	}
 	p.links = nil
-	for _, c := range []interface{ Close() error }{&p.peername, &p.connect6, &p.connect4, &p.sockops} {
+	p.adoptMu.Lock() // not while a walk runs
+	defer p.adoptMu.Unlock()
+	if p.adoptIter != nil {
+		if err := p.adoptIter.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach iter/tcp: %w", err))
+		}
+		p.adoptIter = nil
+	}
+	for _, c := range []interface{ Close() error }{&p.adopt, &p.peername, &p.connect6, &p.connect4, &p.sockops} {
 		if err := c.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	p.peername, p.connect6, p.connect4, p.sockops = bpf.Getpeername4Objects{}, bpf.Connect6Objects{}, bpf.Connect4Objects{}, bpf.SockopsObjects{}
+	p.adopt, p.peername, p.connect6, p.connect4, p.sockops = adoptObjects{}, bpf.Getpeername4Objects{}, bpf.Connect6Objects{}, bpf.Connect4Objects{}, bpf.SockopsObjects{}
 	return errors.Join(errs...)
 }
