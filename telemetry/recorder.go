@@ -25,6 +25,7 @@ const DefaultMaxSeries = 2000
 // Delta is what one flow moved since the previous report.
 type Delta struct {
 	Opened        uint64
+	Adopted       uint64 // already open when the agent started: open, not established
 	Closed        uint64
 	BytesSent     uint64
 	BytesReceived uint64
@@ -115,14 +116,15 @@ func (r *Recorder) Record(ctx context.Context, key SeriesKey, d Delta) {
 		}
 	}
 	s.lastUpdate = time.Now()
-	s.active += int64(d.Opened) - int64(d.Closed)
+	open := int64(d.Opened) + int64(d.Adopted) - int64(d.Closed)
+	s.active += open
 	r.mu.Unlock()
 
 	if d.Opened > 0 {
 		r.conns.Add(ctx, int64(d.Opened), s.all)
 	}
-	if d.Opened != d.Closed {
-		r.active.Add(ctx, int64(d.Opened)-int64(d.Closed), s.all)
+	if open != 0 {
+		r.active.Add(ctx, open, s.all)
 	}
 	if d.BytesSent > 0 {
 		r.bytes.Add(ctx, int64(d.BytesSent), s.tx)

@@ -166,3 +166,20 @@ func TestRecorderDirectionsKeepAllAttributes(t *testing.T) {
 		}
 	}
 }
+
+// Connections already open when the agent started count as open, never as
+// established.
+func TestRecorderAdoptedAreActiveNotEstablished(t *testing.T) {
+	r, reader := newTestRecorder(t, 0)
+	ctx := context.Background()
+	r.Record(ctx, frontendToCart, Delta{Adopted: 3})
+	r.Record(ctx, frontendToCart, Delta{Opened: 1, Closed: 2})
+	ms := collect(t, reader)
+	cart := AttrServiceName.String("cart")
+	if n := sumFor(ms[MetricConnections], cart); n != 1 {
+		t.Errorf("connections established %d, want 1", n)
+	}
+	if n := sumFor(ms[MetricConnectionsActive], cart); n != 2 {
+		t.Errorf("connections active %d, want 2", n)
+	}
+}

@@ -41,6 +41,7 @@ type options struct {
 	conntrackNS   string
 	syncTimeout   time.Duration
 	noConntrack   bool
+	adoptExisting bool
 	nodeName      string
 	listenAddress string
 	prometheus    bool
@@ -67,6 +68,8 @@ func newCommand() *cobra.Command {
 every TCP flow to workloads, services and clusters, and exports RTT, bytes,
 connections and retransmits as OpenTelemetry metrics over OTLP gRPC and on a
 Prometheus endpoint. /healthz and /readyz are served on --listen-address.
+Connections already open when it starts are adopted at start and measured
+from then on (--adopt-existing).
 
 With --topology-file it runs standalone: addresses are attributed from the file
 (for the lab and hosts outside Kubernetes).`,
@@ -86,6 +89,7 @@ With --topology-file it runs standalone: addresses are attributed from the file
 	f.StringVar(&o.clusterName, "cluster-name", os.Getenv("CLUSTER_NAME"), "this member's name in Karmada (k8s.cluster.name); optional, the kube-system UID identifies it")
 	f.StringVar(&o.conntrackNS, "conntrack-netns", "", "network namespace whose conntrack table holds the service translations (default: the agent's own)")
 	f.BoolVar(&o.noConntrack, "no-conntrack", false, "do not resolve translated service addresses through conntrack")
+	f.BoolVar(&o.adoptExisting, "adopt-existing", true, "at start, also measure the connections that were already open (found in the network namespaces of the observed cgroup's processes: needs the host PID namespace); false leaves them unmeasured until they reconnect")
 	f.DurationVar(&o.syncTimeout, "sync-timeout", time.Minute, "how long to wait for the member cluster's pods, services and endpoint slices to load")
 	f.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (k8s.node.name); default $NODE_NAME or the hostname")
 	f.StringVar(&o.listenAddress, "listen-address", ":9464", "address serving /metrics, /healthz and /readyz")
@@ -210,7 +214,11 @@ func run(ctx context.Context, o *options) error {
 		defer t.Close()
 		nat = t
 	}
-	ag, err := agent.New(agent.Config{Source: p, NAT: nat, Resolver: resolver, Recorder: rec, Meter: provider.Meter(), PollInterval: o.pollInterval})
+	cfg := agent.Config{Source: p, NAT: nat, Resolver: resolver, Recorder: rec, Meter: provider.Meter(), PollInterval: o.pollInterval}
+	if o.adoptExisting {
+		cfg.Adopter = p
+	}
+	ag, err := agent.New(cfg)
 	if err != nil {
 		return err
 	}

@@ -157,6 +157,11 @@ func TestAgentSurvivesOTLPDown(t *testing.T) {
 	if !strings.Contains(out.String(), "connection refused") {
 		t.Errorf("export failures are not logged:\n%s", out.String())
 	}
+	// Adoption of connections open before the start is on by default and
+	// says what it found.
+	if !strings.Contains(out.String(), "Adopted connections open before the agent started") {
+		t.Errorf("adoption of existing connections is not logged:\n%s", out.String())
+	}
 }
 
 func httpGet(url string) (int, error) {

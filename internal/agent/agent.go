@@ -28,6 +28,12 @@ type Datapath interface {
 	DeleteNATService(netip.AddrPort) error
 }
 
+// Adopter measures, from now on, the connections that were open before the
+// probes were attached (probe.Probe.AdoptExisting).
+type Adopter interface {
+	AdoptExisting() (probe.AdoptResult, error)
+}
+
 // NATTable finds the backend behind a translated service address.
 type NATTable interface {
 	Backend(client, service netip.AddrPort) (netip.AddrPort, error)
@@ -40,6 +46,10 @@ type Config struct {
 	// leaves them attributed to the service address alone.
 	NAT      NATTable
 	Resolver attribution.Resolver
+	// Adopter, when set, adopts the connections open before the agent
+	// started once, before the first poll; nil leaves them unmeasured
+	// until they reconnect.
+	Adopter  Adopter
 	Recorder *telemetry.Recorder
 	Meter    metric.Meter // for the agent's own metrics; may be nil
 	// PollInterval between kernel reads.
@@ -119,6 +129,10 @@ func (a *Agent) selfMetrics(m metric.Meter) error {
 // loop never exits on its own.
 func (a *Agent) Run(ctx context.Context) error {
 	a.log = klog.FromContext(ctx).WithName("agent")
+	if a.cfg.Adopter != nil {
+		// Failure is logged inside: new connections are measured anyway.
+		_, _ = a.AdoptExisting(ctx)
+	}
 	t := time.NewTicker(a.cfg.PollInterval)
 	defer t.Stop()
 	for {
@@ -136,6 +150,42 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// AdoptExisting has the connections that were open before the probes were
+// attached measured from now on, and logs how many. Translated service
+// addresses are programmed first, so that an adopted connection to a
+// ClusterIP is keyed, and attributed, exactly like a new one.
+func (a *Agent) AdoptExisting(ctx context.Context) (probe.AdoptResult, error) {
+	log := a.logger()
+	if a.log.GetSink() == nil {
+		log = klog.FromContext(ctx).WithName("agent")
+	}
+	if a.cfg.Adopter == nil {
+		return probe.AdoptResult{}, errors.New("agent: no adopter configured")
+	}
+	a.mu.Lock()
+	err := a.syncNATServices()
+	a.mu.Unlock()
+	if err != nil {
+		log.Error(err, "Programming translated services before adopting connections")
+	}
+	start := time.Now()
+	res, err := a.cfg.Adopter.AdoptExisting()
+	kv := []any{"took", time.Since(start).Round(time.Millisecond), "adopted", res.Adopted, "alreadyTracked", res.Tracked, "otherCgroups", res.OtherCgroup,
+		"notEstablished", res.NotEstablished, "failed", res.Failed, "netns", res.Netns}
+	switch {
+	case err == nil:
+		log.Info("Adopted connections open before the agent started", kv...)
+	case errors.Is(err, probe.ErrUnsupportedProg) && res.Adopted == 0:
+		log.Info("Connections open before the agent started are measured only once they reconnect", append(kv, "reason", err.Error())...)
+	default:
+		log.Error(err, "Adopting connections open before the agent started", kv...)
+	}
+	if err != nil {
+		return res, fmt.Errorf("adopt existing connections: %w", err)
+	}
+	return res, nil
 }
 
 // PollOnce reads the kernel once and records what moved.
@@ -164,12 +214,12 @@ func (a *Agent) PollOnce(ctx context.Context) error {
 			a.logger().V(5).Info("Attributed flow", "flow", d.Key, "series", sk)
 		}
 		a.cfg.Recorder.Record(ctx, sk, telemetry.Delta{
-			Opened: d.Delta.Opened, Closed: d.Delta.Closed,
+			Opened: d.Delta.Opened, Adopted: d.Delta.Adopted, Closed: d.Delta.Closed,
 			BytesSent: d.Delta.BytesSent, BytesReceived: d.Delta.BytesReceived,
 			Retransmits: d.Delta.Retransmits, RTT: &d.Delta.RTT, // no copy of the 320 buckets
 		})
 		if d.Key.LocalPort != 0 {
-			if t, ok := a.acc.Total(d.Key); ok && t.Opened > 0 && t.Closed >= t.Opened {
+			if t, ok := a.acc.Total(d.Key); ok && t.Opened+t.Adopted > 0 && t.Closed >= t.Opened+t.Adopted {
 				finished = append(finished, d.Key)
 			}
 		}
