@@ -81,7 +81,7 @@ With --topology-file it runs standalone: addresses are attributed from the file
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory to observe (default: the cgroup v2 root)")
+	f.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory to observe (default: the cgroup v2 root); \"pods\": the cgroup holding this node's pods, found from the agent's own pod cgroup")
 	f.Uint32Var(&o.maxFlows, "max-flows", probe.DefaultMaxFlows, "size of the kernel flow table")
 	f.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "how often the kernel flow table is read")
 	f.StringVar(&o.topologyFile, "topology-file", "", "standalone mode: attribute addresses from this AgentTopology file instead of the Kubernetes API")
@@ -158,6 +158,15 @@ func run(ctx context.Context, o *options) error {
 	if err := probe.CheckKernel(); err != nil {
 		return err
 	}
+	if o.adoptExisting {
+		missing, err := probe.MissingCapabilities(true)
+		if err != nil {
+			return err
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%w: %s", probe.ErrNotPermitted, strings.Join(missing, "; "))
+		}
+	}
 	ln, err := net.Listen("tcp", o.listenAddress)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.listenAddress, err)
@@ -181,9 +190,16 @@ func run(ctx context.Context, o *options) error {
 	}
 
 	cg := o.cgroup
-	if cg == "" {
-		if cg, err = probe.Cgroup2(probe.DefaultCgroup2Mount); err != nil {
+	if cg == "" || cg == probe.PodsCgroupValue {
+		mnt, err := probe.Cgroup2(probe.DefaultCgroup2Mount)
+		if err != nil {
 			return err
+		}
+		cg = mnt
+		if o.cgroup == probe.PodsCgroupValue {
+			if cg, err = probe.PodsCgroup(mnt); err != nil {
+				return err
+			}
 		}
 	}
 	if k, ok := resolver.(*attribution.Kubernetes); ok {

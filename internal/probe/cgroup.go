@@ -108,3 +108,37 @@ func JoinCgroup(dir string, pid int) error {
 	}
 	return nil
 }
+
+// PodsCgroupValue is the --cgroup value that selects PodsCgroup.
+const PodsCgroupValue = "pods"
+
+// PodsCgroup returns the cgroup v2 directory that holds this node's pods:
+// the parent of the kubelet's "kubepods" cgroup (kubepods or
+// kubepods.slice) that this process runs in, under the cgroup v2 mount
+// mnt. On a dedicated host that is the root; where several kubelets share
+// a kernel, each with its own cgroupRoot, it is that node's root, so an
+// agent never measures another node's pods.
+func PodsCgroup(mnt string) (string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", fmt.Errorf("read /proc/self/cgroup: %w", err)
+	}
+	return podsCgroupFrom(mnt, string(b))
+}
+
+func podsCgroupFrom(mnt, procCgroup string) (string, error) {
+	for _, line := range strings.Split(procCgroup, "\n") {
+		path, ok := strings.CutPrefix(line, "0::")
+		if !ok {
+			continue
+		}
+		parts := strings.Split(path, "/")
+		for i, p := range parts {
+			if p == "kubepods" || p == "kubepods.slice" {
+				return filepath.Join(append([]string{mnt}, parts[:i]...)...), nil
+			}
+		}
+		return "", fmt.Errorf("--cgroup=%s: this process's cgroup v2 path %q has no kubepods cgroup: run the agent as a pod, or give --cgroup a directory", PodsCgroupValue, path)
+	}
+	return "", fmt.Errorf("--cgroup=%s: no cgroup v2 entry (0::) in /proc/self/cgroup", PodsCgroupValue)
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -77,17 +78,43 @@ func CheckKernel() error {
 }
 
 func checkCapabilities() error {
+	missing, err := MissingCapabilities(false)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s: run as root, or add them to the pod's securityContext.capabilities", ErrNotPermitted, strings.Join(missing, "; "))
+	}
+	return nil
+}
+
+// MissingCapabilities says which capabilities the agent lacks, each with
+// what it is for; adopt adds what adopting existing connections needs.
+// Each is asked for by name even where CAP_SYS_ADMIN would let the kernel
+// do without (loading and attaching): the agent's pod grants exactly
+// these, so a missing one is a configuration error to report, not to mask.
+func MissingCapabilities(adopt bool) ([]string, error) {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("read capabilities: %w", err)
+		return nil, fmt.Errorf("read capabilities: %w", err)
 	}
 	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-	if !has(capSysAdmin) && !(has(capBPF) && has(capPerfmon)) {
-		return fmt.Errorf("%w: CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) are needed to load eBPF programs: run as root", ErrNotPermitted)
+	var missing []string
+	for _, c := range []struct {
+		cap  uint
+		name string
+		why  string
+		need bool
+	}{
+		{capBPF, "CAP_BPF", "load the eBPF programs and create their maps", true},
+		{capPerfmon, "CAP_PERFMON", "let the programs read kernel memory (socket fields, iterators)", true},
+		{capNetAdmin, "CAP_NET_ADMIN", "attach to a cgroup and read conntrack", true},
+		{capSysAdmin, "CAP_SYS_ADMIN", "enter the pods' network namespaces to adopt connections opened before the agent (or --adopt-existing=false)", adopt},
+	} {
+		if c.need && !has(c.cap) {
+			missing = append(missing, fmt.Sprintf("%s is needed to %s", c.name, c.why))
+		}
 	}
-	if !has(capNetAdmin) && !has(capSysAdmin) {
-		return fmt.Errorf("%w: CAP_NET_ADMIN is needed to attach to a cgroup: run as root", ErrNotPermitted)
-	}
-	return nil
+	return missing, nil
 }

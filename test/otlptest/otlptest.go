@@ -33,7 +33,14 @@ type Receiver struct {
 // Start serves on a loopback port until the test ends.
 func Start(t testing.TB) *Receiver {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartOn(t, "127.0.0.1")
+}
+
+// StartOn serves on a free port of host until the test ends (e.g. a
+// fleet's management gateway, which agent pods reach).
+func StartOn(t testing.TB, host string) *Receiver {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

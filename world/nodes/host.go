@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -31,6 +32,10 @@ var kubeletSysctls = []string{
 }
 
 const sysctlFile = "sysctls.json"
+
+// hostMu serializes this process's nodes saving and restoring the kernel
+// settings (they start and stop in parallel).
+var hostMu sync.Mutex
 
 // record is what Sweep needs to undo one node.
 type record struct {
@@ -109,6 +114,8 @@ func readRecords() ([]record, error) {
 // machine starts; a file that exists already holds the values from before
 // any node.
 func saveSysctls() error {
+	hostMu.Lock()
+	defer hostMu.Unlock()
 	path := filepath.Join(stateDir, sysctlFile)
 	if _, err := os.Stat(path); err == nil {
 		return nil
@@ -135,6 +142,8 @@ func saveSysctls() error {
 // restoreSysctls puts the saved settings back when no node of any live
 // process remains.
 func restoreSysctls() error {
+	hostMu.Lock()
+	defer hostMu.Unlock()
 	recs, err := readRecords()
 	if err != nil {
 		return err

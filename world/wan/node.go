@@ -295,12 +295,17 @@ func (n *Node) create() error {
 	if err := netlink.LinkSetUp(hl); err != nil {
 		return fmt.Errorf("set %s up: %w", n.hostLink(), err)
 	}
-	if err := netlink.RouteAdd(&netlink.Route{
-		LinkIndex: br.Attrs().Index,
-		Dst:       prefixNet(n.PodCIDR),
-		Gw:        n.MgmtAddr.AsSlice(),
-	}); err != nil {
-		return fmt.Errorf("route %s via %s on the host: %w", n.PodCIDR, n.MgmtAddr, err)
+	// The node's own address too: a host-network process that dials a
+	// Service whose backend is on the host (the API server) picks its
+	// source address before kube-proxy's translation sends it here.
+	for _, dst := range []netip.Prefix{n.PodCIDR, netip.PrefixFrom(n.Addr, 32)} {
+		if err := netlink.RouteAdd(&netlink.Route{
+			LinkIndex: br.Attrs().Index,
+			Dst:       prefixNet(dst),
+			Gw:        n.MgmtAddr.AsSlice(),
+		}); err != nil {
+			return fmt.Errorf("route %s via %s on the host: %w", dst, n.MgmtAddr, err)
+		}
 	}
 
 	// Node side.
