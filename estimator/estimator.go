@@ -163,6 +163,9 @@ func New(cfg Config) (*Estimator, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Aggregator.PeerClusterUID == nil {
+		cfg.Aggregator.PeerClusterUID = res.clusterUIDByName
+	}
 	e := &Estimator{cfg: cfg, agg: aggregate.NewAggregator(cfg.Aggregator), res: res, kube: kc}
 	if cfg.Meter != nil {
 		if e.metrics, err = newSelfMetrics(cfg.Meter, e.agg); err != nil {

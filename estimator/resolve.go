@@ -153,3 +153,17 @@ func (r *resolver) binding(w aggregate.WorkloadKey) (bindingRef, bool) {
 func ownerRef(apiVersion, kind, name, uid string) metav1.OwnerReference {
 	return metav1.OwnerReference{APIVersion: apiVersion, Kind: kind, Name: name, UID: typesUID(uid)}
 }
+
+// clusterUIDByName is the spec.id of the Karmada Cluster called name.
+func (r *resolver) clusterUIDByName(name string) (string, bool) {
+	obj, ok, err := r.clusters.GetStore().GetByKey(name)
+	if err != nil || !ok {
+		return "", false
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return "", false
+	}
+	id, _, _ := unstructured.NestedString(u.Object, "spec", "id")
+	return id, id != ""
+}

@@ -92,6 +92,13 @@ type AggregatorConfig struct {
 	MaxClockSkew time.Duration
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// PeerClusterUID resolves a peer cluster that a series names but whose
+	// UID it lacks: an agent learns a remote endpoint's cluster from the
+	// EndpointSlice Karmada dispatched to it, which names the provider
+	// cluster only. The estimator answers from Karmada's Cluster objects
+	// (spec.id). A series is resolved when first seen; nil leaves such
+	// series unattributed.
+	PeerClusterUID func(name string) (string, bool)
 }
 
 func (c *AggregatorConfig) setDefaults() {
@@ -535,6 +542,7 @@ var (
 	keySvcNS     = []byte(AttrServiceNamespace)
 	keySvcName   = []byte(AttrServiceName)
 	keyPeerUID   = []byte(AttrPeerClusterUID)
+	keyPeerCName = []byte(AttrPeerClusterName)
 	keyPeerNS    = []byte(AttrPeerNamespace)
 	keyPeerKind  = []byte(AttrPeerWorkloadKind)
 	keyPeerName  = []byte(AttrPeerWorkloadName)
@@ -549,7 +557,7 @@ func (s *sink) newSeries(m *otlpwire.Metric, pc *otlpwire.PointCommon) (*series,
 		return nil, ReasonSeriesLimit
 	}
 	var k struct {
-		role, ns, kind, name, svcNS, svcName, peerUID, peerNS, peerKind, peerName, dir []byte
+		role, ns, kind, name, svcNS, svcName, peerUID, peerCluster, peerNS, peerKind, peerName, dir []byte
 	}
 	bad := false
 	err := pc.Attrs.Each(func(key, _ []byte, v otlpwire.Value) bool {
@@ -569,6 +577,8 @@ func (s *sink) newSeries(m *otlpwire.Metric, pc *otlpwire.PointCommon) (*series,
 			dst = &k.svcName
 		case bytes.Equal(key, keyPeerUID):
 			dst = &k.peerUID
+		case bytes.Equal(key, keyPeerCName):
+			dst = &k.peerCluster
 		case bytes.Equal(key, keyPeerNS):
 			dst = &k.peerNS
 		case bytes.Equal(key, keyPeerKind):
@@ -623,6 +633,11 @@ func (s *sink) newSeries(m *otlpwire.Metric, pc *otlpwire.PointCommon) (*series,
 		(len(k.svcNS) == 0) != (len(k.svcName) == 0) ||
 		(len(k.peerKind) == 0) != (len(k.peerName) == 0) || (len(k.peerKind) > 0 && len(k.peerNS) == 0) {
 		return nil, ReasonBadAttribute
+	}
+	if len(k.peerUID) == 0 && len(k.peerCluster) > 0 && a.cfg.PeerClusterUID != nil {
+		if uid, ok := a.cfg.PeerClusterUID(str(k.peerCluster)); ok && len(uid) <= 128 {
+			k.peerUID = []byte(uid)
+		}
 	}
 	if len(k.peerUID) == 0 || (len(k.svcName) == 0 && len(k.peerName) == 0) {
 		// No peer cluster or no peer at all: unattributed, as above.

@@ -329,3 +329,39 @@ func TestExpire(t *testing.T) {
 		t.Fatalf("decayed data still in the snapshot: %+v", snap)
 	}
 }
+
+// TestPeerClusterByName: a series that names its peer cluster but not its
+// UID (a Karmada-dispatched endpoint) is attributed through
+// PeerClusterUID, and stays unattributed without it or for an unknown name.
+func TestPeerClusterByName(t *testing.T) {
+	byName := func() []*common.KeyValue {
+		var out []*common.KeyValue
+		for _, a := range webAttrs() {
+			if a.Key != AttrPeerClusterUID {
+				out = append(out, a)
+			}
+		}
+		return append(out, kv(AttrPeerClusterName, "member-b"))
+	}
+	for _, c := range []struct {
+		name    string
+		resolve func(string) (string, bool)
+		want    bool
+	}{
+		{"resolved", func(n string) (string, bool) { return uidB, n == "member-b" }, true},
+		{"unknown name", func(string) (string, bool) { return "", false }, false},
+		{"no resolver", nil, false},
+	} {
+		agg := NewAggregator(AggregatorConfig{PeerClusterUID: c.resolve})
+		if _, err := agg.Ingest(marshal(t, request(resA, bytesSum(byName(), 100, cumulative, true), expRTT(byName(), nil)))); err != nil {
+			t.Fatal(err)
+		}
+		st := agg.Stats()
+		if got := st.Flows == 1 && st.Pairs == 1 && st.Unattributed == 0; got != c.want {
+			t.Errorf("%s: stats %+v: attributed to the peer cluster %v, want %v", c.name, st, got, c.want)
+		}
+		if !c.want && st.Unattributed != 2 {
+			t.Errorf("%s: stats %+v: want both series unattributed", c.name, st)
+		}
+	}
+}

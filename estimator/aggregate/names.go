@@ -23,6 +23,7 @@ const (
 	AttrServiceNamespace = "flowplace.service.namespace"
 	AttrServiceName      = "flowplace.service.name"
 	AttrPeerClusterUID   = "flowplace.peer.cluster.uid"
+	AttrPeerClusterName  = "flowplace.peer.cluster.name"
 	AttrPeerNamespace    = "flowplace.peer.namespace"
 	AttrPeerWorkloadKind = "flowplace.peer.workload.kind"
 	AttrPeerWorkloadName = "flowplace.peer.workload.name"
