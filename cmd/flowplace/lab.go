@@ -29,6 +29,7 @@ type labOptions struct {
 	uiPort   int
 	rate     float64
 	withAPI  bool
+	kube     bool
 }
 
 func newLabCommand() *cobra.Command {
@@ -60,6 +61,7 @@ one was killed. Needs root and a kernel with BTF.`,
 	f.StringVarP(&o.output, "output", "o", "table", "report format: table or json")
 	f.IntVar(&o.uiPort, "ui-port", 0, "serve the live dashboard on 127.0.0.1:PORT (0: off)")
 	f.Float64Var(&o.rate, "rate", 5, "entry requests per second from each cluster")
+	f.BoolVar(&o.kube, "kubernetes", false, "run the shop as Deployments and Services in real member clusters (API server, controller manager, scheduler and a kubelet node each, images built here) with the agent as a DaemonSet; run it in the repository")
 	f.BoolVar(&o.withAPI, "with-apiserver", false, "run the real estimator publishing into a real Karmada host API server (built from Go modules on first use, ~9 min)")
 	return cmd
 }
@@ -95,7 +97,7 @@ func runLab(ctx context.Context, stdout, stderr io.Writer, o labOptions) error {
 	if err != nil {
 		return fmt.Errorf("lab: own executable: %w", err)
 	}
-	opts := lab.RunOptions{Profile: prof, Duration: o.duration, RatePerCluster: o.rate, Executable: exe, Progress: stderr, WithAPIServer: o.withAPI}
+	opts := lab.RunOptions{Profile: prof, Duration: o.duration, RatePerCluster: o.rate, Executable: exe, Progress: stderr, WithAPIServer: o.withAPI, Kubernetes: o.kube}
 	// Everything that can be wrong with the input or the machine is found
 	// before the machine is changed.
 	if err := lab.Preflight(&opts); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"github.com/flowplace/flowplace/internal/lab"
 	"github.com/flowplace/flowplace/internal/lab/ui"
 	"github.com/flowplace/flowplace/internal/probe/probetest"
+	"github.com/flowplace/flowplace/world/fleet"
 )
 
 // Bad input and a missing privilege are refused before the machine changes.
@@ -126,6 +128,67 @@ func TestLabJSONReport(t *testing.T) {
 	if live, _ := filepath.Glob("/run/netns/fplab*"); len(live) > 0 {
 		t.Errorf("namespaces left behind: %v", live)
 	}
+}
+
+// The lab on real member clusters: the shop as Deployments and Services,
+// the agents as DaemonSet pods, re-placement moving Deployments between
+// members. It must improve placement like the in-process lab, measure the
+// matrix within the instruments' bound, and leave nothing behind.
+func TestLabKubernetes(t *testing.T) {
+	probetest.RequireKernel(t)
+	fleet.Require(t)
+	stdout, stderr, code := runCLI(t, nil, "lab", "--kubernetes", "--duration", "60s", "--output", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		RTT     []ui.RTTCell `json:"rtt"`
+		Bytes   float64      `json:"cross_cluster_bytes_ratio"`
+		Latency float64      `json:"mean_latency_ratio"`
+		Before  struct {
+			Placement map[string]string `json:"placement"`
+		} `json:"before"`
+		After struct {
+			Placement map[string]string `json:"placement"`
+		} `json:"after"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, stdout)
+	}
+	t.Logf("cross-cluster bytes after/before %v, mean latency after/before %v; placement %v -> %v", rep.Bytes, rep.Latency, rep.Before.Placement, rep.After.Placement)
+	for _, e := range lab.RTTOutOfBounds(rep.RTT) {
+		t.Error(e)
+	}
+	if !(rep.Bytes < 1) {
+		t.Errorf("cross-cluster bytes ratio %v, want < 1", rep.Bytes)
+	}
+	if !(rep.Latency < 1) {
+		t.Errorf("mean latency ratio %v, want < 1", rep.Latency)
+	}
+	if maps.Equal(rep.Before.Placement, rep.After.Placement) {
+		t.Errorf("nothing moved: %v", rep.After.Placement)
+	}
+	// Teardown: the nodes' records, cgroups and processes are gone.
+	if left, _ := filepath.Glob("/run/flowplace/nodes/*.json"); len(left) > 0 {
+		t.Errorf("node records left: %v", left)
+	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/pids/flowplace/*"); len(left) > 0 {
+		t.Errorf("node cgroups left: %v", left)
+	}
+	if n := processesWith("kubelet"); n > 0 {
+		t.Errorf("%d kubelet processes left", n)
+	}
+}
+
+func processesWith(word string) int {
+	n := 0
+	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, d := range dirs {
+		if b, err := os.ReadFile(d); err == nil && strings.Contains(string(b), word) {
+			n++
+		}
+	}
+	return n
 }
 
 // The dashboard of a running lab, in headless Chromium: it shows the lab's

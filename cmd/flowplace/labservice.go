@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/spf13/cobra"
 
 	"github.com/flowplace/flowplace/internal/lab"
@@ -26,5 +28,27 @@ func newLabServiceCommand() *cobra.Command {
 	cmd.Flags().StringArrayVar(&peers, "peer", nil, "name=host:port of a service it calls (repeatable)")
 	cmd.MarkFlagRequired("name")
 	cmd.MarkFlagRequired("listen")
+	return cmd
+}
+
+// newLabLoadCommand runs one cluster's client load; flowplace lab
+// --kubernetes runs it as a Job in every member cluster.
+func newLabLoadCommand() *cobra.Command {
+	var target string
+	var rate float64
+	var duration time.Duration
+	cmd := &cobra.Command{
+		Use:    "lab-load",
+		Short:  "Send the lab's client load to the demo's entry service and print a JSON report (used by flowplace lab --kubernetes)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return lab.RunLoadGenerator(cmd.Context(), target, rate, duration, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&target, "target", "", "host:port of the entry service")
+	cmd.Flags().Float64Var(&rate, "rate", 5, "requests per second")
+	cmd.Flags().DurationVar(&duration, "duration", 20*time.Second, "how long to send")
+	cmd.MarkFlagRequired("target")
 	return cmd
 }

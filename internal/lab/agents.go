@@ -53,7 +53,9 @@ func (r *labResolver) TranslatedServices() []netip.AddrPort { return nil }
 func ClusterUID(cluster string) string { return "lab-" + cluster }
 
 // LoadGenerator is the workload name of a cluster's client load.
-func LoadGenerator(cluster string) string { return "clients-" + cluster }
+func LoadGenerator(cluster string) string { return loadGeneratorPrefix + cluster }
+
+const loadGeneratorPrefix = "clients-"
 
 // topologyFor describes the lab as the agent of cluster self sees it.
 func (w *World) topologyFor(self string) *attribution.TopologyFile {

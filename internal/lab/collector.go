@@ -27,12 +27,19 @@ type Collector struct {
 // decay time constant: the lab uses a short one so that a phase's numbers
 // are that phase's.
 func StartCollector(window time.Duration) (*Collector, error) {
-	agg := aggregate.NewAggregator(aggregate.AggregatorConfig{Window: window})
+	return StartCollectorOn("127.0.0.1", window, nil)
+}
+
+// StartCollectorOn serves OTLP on a free port of host; peerUID resolves
+// peer clusters that agents name without a UID (see
+// aggregate.AggregatorConfig.PeerClusterUID).
+func StartCollectorOn(host string, window time.Duration, peerUID func(string) (string, bool)) (*Collector, error) {
+	agg := aggregate.NewAggregator(aggregate.AggregatorConfig{Window: window, PeerClusterUID: peerUID})
 	srv, err := estimator.NewGRPCServer(agg, estimator.ServerTLS{}, 0, nil)
 	if err != nil {
 		return nil, fmt.Errorf("lab: OTLP receiver: %w", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return nil, fmt.Errorf("lab: OTLP receiver: %w", err)
 	}

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"strings"
 	"time"
 
 	"github.com/flowplace/flowplace/estimator/aggregate"
@@ -23,7 +24,9 @@ type Scored struct {
 // (snap), with each service seeing where the ones placed before it now run
 // and where the others still run (before). It returns the placement and the
 // scores each service was placed with.
-func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capacity Capacity, before map[string]string) (map[string]string, map[string]Scored, error) {
+//
+// clusterOf names the cluster of a UID in snap.
+func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capacity Capacity, before map[string]string, clusterOf func(uid string) string) (map[string]string, map[string]Scored, error) {
 	cfg := config.Default()
 	now := snap.Now
 	valid := now.Add(time.Minute)
@@ -35,9 +38,9 @@ func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capac
 	}
 	var rows []model.LatencyRow
 	for src, peers := range snap.Latency {
-		row := model.LatencyRow{Source: ClusterOfUID(src), ValidUntil: valid}
+		row := model.LatencyRow{Source: clusterOf(src), ValidUntil: valid}
 		for dst, st := range peers {
-			row.Peers = append(row.Peers, model.PairLatency{Cluster: ClusterOfUID(dst),
+			row.Peers = append(row.Peers, model.PairLatency{Cluster: clusterOf(dst),
 				MinUs: int64(st.Min * 1e6), P50Us: int64(st.P50 * 1e6), P90Us: int64(st.P90 * 1e6), P99Us: int64(st.P99 * 1e6),
 				Samples: int64(st.Samples)})
 		}
@@ -46,10 +49,27 @@ func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capac
 	// Measured bytes/s from each caller to each callee, summed over the
 	// clusters they ran in.
 	edges := map[[2]string]float64{}
+	// The entry's clients per cluster, as the load generators' own agents
+	// saw them (pods in the Kubernetes lab); nil when they are not probed.
+	var loadClients map[string]float64
 	for w, stat := range snap.Traffic {
 		for peer, pairs := range stat.Peers {
-			for _, r := range pairs {
-				edges[[2]string{w.Name, peer.Name}] += r.BytesPerSecond
+			// A remote endpoint's workload is unknown to the caller's
+			// agent (it learns only the Service and the cluster from the
+			// dispatched EndpointSlice); the demo's Services are named for
+			// their Deployments.
+			callee := peer.Name
+			if callee == "" {
+				callee = peer.ServiceName
+			}
+			for pair, r := range pairs {
+				edges[[2]string{w.Name, callee}] += r.BytesPerSecond
+				if callee == app.Entry && strings.HasPrefix(w.Name, loadGeneratorPrefix) {
+					if loadClients == nil {
+						loadClients = map[string]float64{}
+					}
+					loadClients[clusterOf(pair.Src)] += r.BytesPerSecond
+				}
 			}
 		}
 	}
@@ -84,10 +104,14 @@ func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capac
 		}
 		// The entry's callers are the clients in every region: they are no
 		// workload's peers, only the entry's own server side sees them.
-		if svc == app.Entry {
+		if svc == app.Entry && loadClients != nil {
+			for c, b := range loadClients {
+				t.Clients = append(t.Clients, model.ClientInput{Cluster: c, BytesPerSecond: b})
+			}
+		} else if svc == app.Entry {
 			if stat, ok := snap.Traffic[aggregate.WorkloadKey{Namespace: app.Namespace, Kind: "Deployment", Name: svc}]; ok {
 				for pair, r := range stat.Clients {
-					t.Clients = append(t.Clients, model.ClientInput{Cluster: ClusterOfUID(pair.Src), BytesPerSecond: r.BytesPerSecond})
+					t.Clients = append(t.Clients, model.ClientInput{Cluster: clusterOf(pair.Src), BytesPerSecond: r.BytesPerSecond})
 				}
 			}
 		}

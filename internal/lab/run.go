@@ -8,6 +8,7 @@ import (
 	"math"
 	"os/exec"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/flowplace/flowplace/estimator/aggregate"
@@ -32,6 +33,9 @@ type RunOptions struct {
 	// or are built from the tools module embedded in this binary, before any
 	// cluster is created.
 	WithAPIServer bool
+	// Kubernetes runs the lab on real member clusters with kubelet nodes
+	// (KubeWorld) instead of processes in network namespaces (World).
+	Kubernetes bool
 }
 
 // Report is what a run found. The three top-level numbers are what CI and
@@ -88,6 +92,14 @@ func Preflight(opts *RunOptions) error {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return fmt.Errorf("lab: needs the ip command (iproute2) to start the shop in the clusters: %w", err)
 	}
+	if opts.Kubernetes {
+		if opts.WithAPIServer {
+			return errors.New("lab: --kubernetes and --with-apiserver cannot be combined yet: the Kubernetes lab's estimator runs in-process")
+		}
+		if err := kubernetesPreflight(); err != nil {
+			return err
+		}
+	}
 	if opts.WithAPIServer {
 		// Found (or found buildable) now: after the world is built is too
 		// late to learn that a control plane cannot be had.
@@ -130,7 +142,13 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 		// No cluster can hold the whole shop: placement has to choose.
 		capacity[c] = (len(app.Services)+len(clusters)-1)/len(clusters) + 1
 	}
-	w, err := NewWorld(ctx, Options{Profile: opts.Profile, App: app, Executable: opts.Executable, Progress: opts.Progress})
+	var w labWorld
+	wopts := Options{Profile: opts.Profile, App: app, Executable: opts.Executable, Progress: opts.Progress}
+	if opts.Kubernetes {
+		w, err = NewKubeWorld(ctx, wopts)
+	} else {
+		w, err = NewWorld(ctx, wopts)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -200,15 +218,15 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 
 // finish reports the first phase, re-places the shop where flowplace's
 // plugins put it and measures again.
-func finish(ctx context.Context, opts RunOptions, w *World, app *demo.App, clusters []string, capacity Capacity, before map[string]string,
+func finish(ctx context.Context, opts RunOptions, w labWorld, app *demo.App, clusters []string, capacity Capacity, before map[string]string,
 	snapBefore *aggregate.Snapshot, rep *Report, state *ui.State, publish func(string), start time.Time) (*Report, error) {
 	phaseDur := opts.Duration / 2
 	state.Latency = append(state.Latency, ui.Latency{Phase: "before", MeanMs: rep.Before.MeanMs, P50Ms: rep.Before.P50Ms, P99Ms: rep.Before.P99Ms})
 	// The matrix: mean RTT of each pair that carried traffic.
 	for i := range state.RTT {
 		c := &state.RTT[i]
-		if row, ok := snapBefore.Latency[ClusterUID(c.From)]; ok {
-			if st, ok := row[ClusterUID(c.To)]; ok && st.Samples > 0 {
+		if row, ok := snapBefore.Latency[w.ClusterUID(c.From)]; ok {
+			if st, ok := row[w.ClusterUID(c.To)]; ok && st.Samples > 0 {
 				c.MeasuredMs, c.Samples = st.Mean*1e3, int64(st.Samples)
 				rep.MeasuredRTTMaxErrorMs = math.Max(rep.MeasuredRTTMaxErrorMs, math.Abs(c.MeasuredMs-c.InjectedMs))
 			}
@@ -217,7 +235,7 @@ func finish(ctx context.Context, opts RunOptions, w *World, app *demo.App, clust
 	state.Traffic = traffic(snapBefore, before)
 	publish("[3/4] computing flowplace's placement from the measurements")
 
-	after, scored, err := Recommend(app, snapBefore, clusters, capacity, before)
+	after, scored, err := Recommend(app, snapBefore, clusters, capacity, before, w.ClusterOf)
 	if err != nil {
 		return nil, err
 	}
@@ -244,6 +262,25 @@ func finish(ctx context.Context, opts RunOptions, w *World, app *demo.App, clust
 	return rep, nil
 }
 
+// labWorld is where the lab runs the shop: processes in network namespaces
+// (World) or pods in real member clusters (KubeWorld).
+type labWorld interface {
+	Place(ctx context.Context, placement map[string]string) error
+	StartAgents(ctx context.Context, endpoint string, interval time.Duration) error
+	StopAgents() error
+	Load(ctx context.Context, d time.Duration, weights map[string]float64) (*LoadResult, error)
+	ClusterNames() []string
+	// ClusterUID is the UID a cluster's agents report; ClusterOf inverts it.
+	ClusterUID(name string) string
+	ClusterOf(uid string) string
+	// PeerClusterUID resolves peers agents name without a UID.
+	PeerClusterUID(name string) (string, bool)
+	// CollectorHost is the address agents reach the lab's collector on.
+	CollectorHost() string
+	progress(format string, args ...any)
+	Close() error
+}
+
 // sink is where a phase's measurements go; the zero sink means a fresh
 // in-process estimator aggregate.
 type sink struct {
@@ -254,13 +291,13 @@ type sink struct {
 
 // measure places the shop, runs client load with fresh agents exporting to
 // snk, and returns what they measured.
-func measure(ctx context.Context, w *World, place map[string]string, d time.Duration, rate float64, snk sink) (*aggregate.Snapshot, Phase, error) {
+func measure(ctx context.Context, w labWorld, place map[string]string, d time.Duration, rate float64, snk sink) (*aggregate.Snapshot, Phase, error) {
 	ph := Phase{Placement: place}
 	if err := w.Place(ctx, place); err != nil {
 		return nil, ph, err
 	}
 	if snk.endpoint == "" {
-		col, err := StartCollector(d)
+		col, err := StartCollectorOn(w.CollectorHost(), d, w.PeerClusterUID)
 		if err != nil {
 			return nil, ph, err
 		}
@@ -271,8 +308,8 @@ func measure(ctx context.Context, w *World, place map[string]string, d time.Dura
 		return nil, ph, err
 	}
 	weights := map[string]float64{}
-	for _, c := range w.topo.Clusters() {
-		weights[c.Name] = rate
+	for _, c := range w.ClusterNames() {
+		weights[c] = rate
 	}
 	res, err := w.Load(ctx, d, weights)
 	if cerr := ctx.Err(); cerr != nil {
@@ -321,15 +358,24 @@ func crossClusterBytes(s *aggregate.Snapshot) float64 {
 func traffic(s *aggregate.Snapshot, place map[string]string) []ui.TrafficEdge {
 	var out []ui.TrafficEdge
 	for w, stat := range s.Traffic {
+		// The shop and its clients; not, say, the agents' own calls to
+		// their API servers.
+		if _, ok := place[w.Name]; !ok && !strings.HasPrefix(w.Name, loadGeneratorPrefix) {
+			continue
+		}
 		for peer, pairs := range stat.Peers {
-			if peer.Name == "" {
+			to := peer.Name
+			if to == "" {
+				to = peer.ServiceName // a remote endpoint: see Recommend
+			}
+			if to == "" {
 				continue
 			}
 			var b float64
 			for _, r := range pairs {
 				b += r.BytesPerSecond
 			}
-			out = append(out, ui.TrafficEdge{From: w.Name, To: peer.Name, FromCluster: place[w.Name], ToCluster: place[peer.Name], BytesPerSecond: math.Round(b)})
+			out = append(out, ui.TrafficEdge{From: w.Name, To: to, FromCluster: place[w.Name], ToCluster: place[to], BytesPerSecond: math.Round(b)})
 		}
 	}
 	slices.SortFunc(out, func(a, b ui.TrafficEdge) int {

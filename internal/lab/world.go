@@ -131,6 +131,27 @@ func (w *World) progress(format string, args ...any) {
 	}
 }
 
+// ClusterNames are the clusters, in profile order.
+func (w *World) ClusterNames() []string {
+	var out []string
+	for _, c := range w.topo.Clusters() {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+// ClusterUID is the stand-in UID the lab's agents report for a cluster.
+func (w *World) ClusterUID(name string) string { return ClusterUID(name) }
+
+// ClusterOf inverts ClusterUID.
+func (w *World) ClusterOf(uid string) string { return ClusterOfUID(uid) }
+
+// PeerClusterUID: the in-process agents always know their peers' UIDs.
+func (w *World) PeerClusterUID(string) (string, bool) { return "", false }
+
+// CollectorHost: the in-process agents export on loopback.
+func (w *World) CollectorHost() string { return "127.0.0.1" }
+
 // Topology is the clusters' network.
 func (w *World) Topology() *wan.Topology { return w.topo }
 
@@ -363,57 +384,68 @@ func (w *World) Load(ctx context.Context, d time.Duration, weights map[string]fl
 			// Client sockets open inside the client's cluster.
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) { return cl.Dial(ctx, network, addr) },
 		}}
-		interval := time.Duration(float64(time.Second) / rate)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer client.CloseIdleConnections()
-			var inflight sync.WaitGroup
-			t := time.NewTicker(interval)
-			defer t.Stop()
-			stop := time.After(d)
-			for {
-				select {
-				case <-ctx.Done():
-					inflight.Wait()
+			runLoad(ctx, client, entry.String(), d, rate, func(lat time.Duration, err error) {
+				mu.Lock()
+				defer mu.Unlock()
+				res.Requests[cl.Name]++
+				if err != nil {
+					res.Errors[cl.Name]++
 					return
-				case <-stop:
-					inflight.Wait()
-					return
-				case <-t.C:
 				}
-				inflight.Add(1)
-				go func() {
-					defer inflight.Done()
-					start := time.Now()
-					err := demo.Request(ctx, client, entry.String(), 100, 0)
-					lat := time.Since(start)
-					mu.Lock()
-					defer mu.Unlock()
-					res.Requests[cl.Name]++
-					if err != nil {
-						res.Errors[cl.Name]++
-						return
-					}
-					res.Latencies[cl.Name] = append(res.Latencies[cl.Name], lat)
-				}()
-			}
+				res.Latencies[cl.Name] = append(res.Latencies[cl.Name], lat)
+			})
 		}()
 	}
 	wg.Wait()
-	for _, l := range res.Latencies {
+	return res, res.check()
+}
+
+// check sorts the latencies and fails if any request did.
+func (r *LoadResult) check() error {
+	for _, l := range r.Latencies {
 		slices.Sort(l)
 	}
 	var failed []string
-	for c, n := range res.Errors {
+	for c, n := range r.Errors {
 		if n > 0 {
-			failed = append(failed, fmt.Sprintf("%s: %d of %d", c, n, res.Requests[c]))
+			failed = append(failed, fmt.Sprintf("%s: %d of %d", c, n, r.Requests[c]))
 		}
 	}
 	if len(failed) > 0 {
-		return res, fmt.Errorf("lab: requests failed (%s)", strings.Join(failed, ", "))
+		slices.Sort(failed)
+		return fmt.Errorf("lab: requests failed (%s)", strings.Join(failed, ", "))
 	}
-	return res, nil
+	return nil
+}
+
+// runLoad sends rate entry requests per second to entry for d (or until
+// ctx ends) and reports each one's latency or error to record.
+func runLoad(ctx context.Context, client *http.Client, entry string, d time.Duration, rate float64, record func(time.Duration, error)) {
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
+	t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer t.Stop()
+	stop := time.After(d)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		inflight.Add(1)
+		go func() {
+			defer inflight.Done()
+			start := time.Now()
+			err := demo.Request(ctx, client, entry, 100, 0)
+			record(time.Since(start), err)
+		}()
+	}
 }
 
 const (
