@@ -49,6 +49,8 @@ func TestLabRefusesBadInputBeforeAnyChange(t *testing.T) {
 		{name: "no ip command", args: []string{"lab"}, env: []string{"PATH=" + t.TempDir()}, root: true, want: "needs the ip command"},
 		{name: "api server neither cached nor buildable", args: []string{"lab", "--with-apiserver"}, env: noGo, root: true,
 			want: "are not in " + emptyCache},
+		{name: "kubernetes with api server", args: []string{"lab", "--kubernetes", "--with-apiserver"}, root: true, want: "cannot be combined yet"},
+		{name: "kubernetes without node tools", args: []string{"lab", "--kubernetes"}, env: []string{"PATH=" + ipOnly}, root: true, want: "lab --kubernetes: needs nsenter"},
 
 		{name: "too many clusters", args: []string{"lab", "--clusters", "7"}, want: "clusters: 7, want 2 to 6"},
 		{name: "bad profile", args: []string{"lab", "--profile", badProfile}, want: "rtt[0].ms: -1"},
