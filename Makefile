@@ -122,3 +122,13 @@ bench-plugin:
 .PHONY: bench-estimator
 bench-estimator:
 	$(GO) run ./test/bench/estimator
+
+# What a fleet with real nodes costs here: machine facts; binaries and images
+# ready (warm: cached); fleet.Start of one cluster with two nodes until Ready,
+# split as the fleet logs it (3 starts); VmRSS of every kubelet, containerd,
+# kube-proxy and of the cluster's API server, controller manager and
+# scheduler (etcd shared), with no pods and with PODS busybox pods per node
+# (shim + containers per pod). Numbers, no thresholds. Needs root.
+.PHONY: bench-fleet
+bench-fleet:
+	$(GO) run ./test/bench/fleet -pods $(or $(PODS),10)

@@ -179,7 +179,9 @@ func (f *Fleet) start(ctx context.Context, cfg Config, pause string, logf func(s
 				Labels:     map[string]string{RegionLabel: p.cluster, ZoneLabel: p.cluster + "-a"},
 				QuickACK:   cfg.QuickACK,
 				Dir:        f.Dir,
-				Logf:       logf,
+				// A killed run's directories go with its nodes' sweep.
+				RunDirs: []string{f.Dir, f.ControlPlane.Dir},
+				Logf:    logf,
 			})
 		}()
 	}

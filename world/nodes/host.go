@@ -34,8 +34,37 @@ var kubeletSysctls = []string{
 const sysctlFile = "sysctls.json"
 
 // hostMu serializes this process's nodes saving and restoring the kernel
-// settings (they start and stop in parallel).
+// settings (they start and stop in parallel); lockHost also serializes
+// them with other processes' nodes.
 var hostMu sync.Mutex
+
+// lockHost takes hostMu and an exclusive flock on stateDir's lock file.
+// Without the flock, a process whose last node restores the settings
+// (records read: none alive) and one whose first node saves them (record
+// written, file still there: not saved) could interleave so that the file
+// is removed under the second: its kubelets' settings would then never be
+// restored.
+func lockHost() (unlock func(), err error) {
+	hostMu.Lock()
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		hostMu.Unlock()
+		return nil, fmt.Errorf("nodes: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(stateDir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		hostMu.Unlock()
+		return nil, fmt.Errorf("nodes: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		hostMu.Unlock()
+		return nil, fmt.Errorf("nodes: locking %s: %w", f.Name(), err)
+	}
+	return func() {
+		f.Close() // releases the flock
+		hostMu.Unlock()
+	}, nil
+}
 
 // record is what Sweep needs to undo one node.
 type record struct {
@@ -44,6 +73,8 @@ type record struct {
 	Name       string `json:"name"`
 	CgroupRoot string `json:"cgroupRoot"`
 	Dir        string `json:"dir"`
+	// RunDirs are Config.RunDirs: Sweep removes them too, Stop does not.
+	RunDirs []string `json:"runDirs,omitempty"`
 }
 
 func procStart(pid int) (uint64, error) {
@@ -114,8 +145,11 @@ func readRecords() ([]record, error) {
 // machine starts; a file that exists already holds the values from before
 // any node.
 func saveSysctls() error {
-	hostMu.Lock()
-	defer hostMu.Unlock()
+	unlock, err := lockHost()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	path := filepath.Join(stateDir, sysctlFile)
 	if _, err := os.Stat(path); err == nil {
 		return nil
@@ -142,8 +176,11 @@ func saveSysctls() error {
 // restoreSysctls puts the saved settings back when no node of any live
 // process remains.
 func restoreSysctls() error {
-	hostMu.Lock()
-	defer hostMu.Unlock()
+	unlock, err := lockHost()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	recs, err := readRecords()
 	if err != nil {
 		return err
@@ -324,8 +361,9 @@ func removeCgroups(root string) error {
 }
 
 // Sweep undoes the nodes of processes that died without stopping them:
-// their processes, cgroups and directories, and the kernel settings once
-// no node is left. Their network namespaces are wan.Sweep's.
+// their processes, cgroups, directories (with Config.RunDirs), and the
+// kernel settings once no node is left. Nodes of live processes are left
+// alone. Their network namespaces are wan.Sweep's.
 func Sweep() error {
 	recs, err := readRecords()
 	if err != nil {
@@ -353,9 +391,12 @@ func undo(r record) error {
 	if err := removeCgroups(r.CgroupRoot); err != nil {
 		return err
 	}
-	if r.Dir != "" {
-		if err := os.RemoveAll(r.Dir); err != nil {
-			return fmt.Errorf("nodes: removing %s: %w", r.Dir, err)
+	for _, dir := range append([]string{r.Dir}, r.RunDirs...) {
+		if dir == "" {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("nodes: removing %s: %w", dir, err)
 		}
 	}
 	if err := os.Remove(recordPath(r.CgroupRoot)); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -59,6 +59,11 @@ type Config struct {
 	QuickACK bool
 	// Dir is the parent of the node's directory.
 	Dir string
+	// RunDirs are more directories of the run the node belongs to (its
+	// control plane's, Dir itself), which Stop leaves to their owner: Sweep
+	// removes them with the node's own once the process that started the
+	// node is gone, so that a killed run leaves no directory behind.
+	RunDirs []string
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
 	// ReadyTimeout overrides DefaultReadyTimeout.
@@ -159,7 +164,7 @@ func (n *Node) start(ctx context.Context) error {
 		return fmt.Errorf("nodes: own start time: %w", err)
 	}
 	// Recorded before the first change so a killed run is swept whole.
-	if err := writeRecord(record{PID: os.Getpid(), Start: st, Name: n.Name, CgroupRoot: n.CgroupRoot, Dir: n.Dir}); err != nil {
+	if err := writeRecord(record{PID: os.Getpid(), Start: st, Name: n.Name, CgroupRoot: n.CgroupRoot, Dir: n.Dir, RunDirs: n.cfg.RunDirs}); err != nil {
 		return err
 	}
 	if err := saveSysctls(); err != nil {

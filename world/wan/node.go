@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // A node is a network namespace of its own behind its cluster's namespace,
@@ -77,6 +78,10 @@ func hostLinkStem(prefix string) string {
 	h.Write([]byte(prefix))
 	return fmt.Sprintf("fp%08x", h.Sum32())
 }
+
+// HostLinkStem starts the name of every device the topology puts in the
+// caller's namespace (the management bridge, the nodes' veths).
+func (t *Topology) HostLinkStem() string { return hostLinkStem(t.prefix) }
 
 func mgmtBridgeName(prefix string) string { return hostLinkStem(prefix) + "m" }
 
@@ -163,7 +168,10 @@ func deleteHostLink(name string) error {
 		}
 		return fmt.Errorf("find link %s: %w", name, err)
 	}
-	if err := netlink.LinkDel(l); err != nil {
+	// ENODEV: gone meanwhile. A node's host veth goes with its peer when
+	// the kernel destroys the node's namespace, which it does
+	// asynchronously once the namespace's last reference is dropped.
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete link %s: %w", name, err)
 	}
 	return nil
