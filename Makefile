@@ -18,22 +18,28 @@ test: fmt-check vet test-deps
 	$(GO) test $(GOFLAGS_TEST) -p 1 ./...
 
 # What the suite needs beyond Go: iproute2 (namespace topologies), iptables
-# and conntrack (kube-proxy's translation), Debian's Chromium (the lab
-# dashboard's headless test), installed from Debian's packages when missing
-# and this is root with apt; then kube-apiserver, kube-proxy and etcd from Go
-# modules (about 9 min cold on 2 cores, cached, instant warm), built here
-# rather than inside a test's timeout.
+# and conntrack (kube-proxy's translation), containerd, runc, the CNI plugins
+# and busybox-static (kubelet nodes and their test pods), Debian's Chromium
+# (the lab dashboard's headless test), installed from Debian's packages when
+# missing and this is root with apt; then kube-apiserver, kube-proxy, etcd,
+# kubelet, kube-controller-manager, kube-scheduler and kubectl from Go modules
+# (about 15 min cold on 2 cores, cached, instant warm), built here rather than
+# inside a test's timeout.
 .PHONY: test-deps
 test-deps:
 	@need=(); \
 	command -v ip >/dev/null || need+=(iproute2); \
 	command -v iptables >/dev/null || need+=(iptables); \
 	command -v conntrack >/dev/null || need+=(conntrack); \
+	command -v containerd >/dev/null || need+=(containerd); \
+	command -v runc >/dev/null || need+=(runc); \
+	[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins); \
+	[ -x /bin/busybox ] || need+=(busybox-static); \
 	command -v chromium >/dev/null || need+=(chromium); \
 	if (( $${#need[@]} )); then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing $${need[*]} from Debian's packages"; \
-			apt-get update -qq && apt-get install -y -qq --no-install-recommends "$${need[@]}"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${need[@]}"; \
 		else \
 			echo "missing $${need[*]} (not root with apt-get): the tests that need them will skip or fail"; \
 		fi; \
