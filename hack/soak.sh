@@ -27,7 +27,7 @@ if [[ -n $(git status --porcelain --untracked-files=no) ]]; then
 	echo "soak: note: uncommitted changes are not part of the clean clone of $rev"
 fi
 
-export FLOWPLACE_REQUIRE_KERNEL=1 FLOWPLACE_REQUIRE_CONTROLPLANE=1 FLOWPLACE_REQUIRE_BROWSER=1
+export FLOWPLACE_REQUIRE_KERNEL=1 FLOWPLACE_REQUIRE_CONTROLPLANE=1 FLOWPLACE_REQUIRE_BROWSER=1 FLOWPLACE_REQUIRE_NODES=1
 cd "$work/src"
 # Compile once, outside the measured runs, so run 1 is not a cold build.
 if ! out=$(go test -count=1 -run '^$' $pkgs 2>&1); then
