@@ -22,6 +22,7 @@ const (
 	MetricPointsRejected     = "flowplace.estimator.points.rejected"
 	MetricPointsUnattributed = "flowplace.estimator.points.unattributed"
 	MetricRequestsMalformed  = "flowplace.estimator.requests.malformed"
+	MetricRequestsUnbound    = "flowplace.estimator.requests.unbound"
 	MetricSeriesActive       = "flowplace.estimator.series.active"
 	MetricFlowsActive        = "flowplace.estimator.flows.active"
 	MetricObjectsWritten     = "flowplace.estimator.objects.written"
@@ -39,6 +40,7 @@ const (
 // per data point would cost more than ingesting the point.
 type selfMetrics struct {
 	malformed     atomic.Int64
+	unbound       atomic.Int64 // refused: client certificate bound to no cluster
 	written       metric.Int64Counter
 	writeDuration metric.Float64Histogram
 	leader        atomic.Int64
@@ -83,6 +85,11 @@ func newSelfMetrics(meter metric.Meter, agg *aggregate.Aggregator) (*selfMetrics
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", MetricRequestsMalformed, err)
 	}
+	unbound, err := meter.Int64ObservableCounter(MetricRequestsUnbound, metric.WithUnit("{request}"),
+		metric.WithDescription("Export requests refused because the client certificate names no cluster (points about a cluster other than the certificate's are counted in points.rejected, reason foreign_cluster)"))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", MetricRequestsUnbound, err)
+	}
 	seriesActive, err := meter.Int64ObservableGauge(MetricSeriesActive, metric.WithUnit("{series}"),
 		metric.WithDescription("Input series tracked"))
 	if err != nil {
@@ -112,11 +119,12 @@ func newSelfMetrics(meter metric.Meter, agg *aggregate.Aggregator) (*selfMetrics
 			}
 		}
 		o.ObserveInt64(malformed, m.malformed.Load())
+		o.ObserveInt64(unbound, m.unbound.Load())
 		o.ObserveInt64(seriesActive, st.Series)
 		o.ObserveInt64(flowsActive, st.Flows)
 		o.ObserveInt64(leader, m.leader.Load())
 		return nil
-	}, ingested, rejected, unattributed, malformed, seriesActive, flowsActive, leader)
+	}, ingested, rejected, unattributed, malformed, unbound, seriesActive, flowsActive, leader)
 	if err != nil {
 		return nil, fmt.Errorf("register estimator metric callback: %w", err)
 	}

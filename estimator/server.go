@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	_ "google.golang.org/grpc/encoding/gzip" // agents and collectors may compress
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -140,10 +142,53 @@ var metricsServiceDesc = grpc.ServiceDesc{
 type receiver struct {
 	agg     *aggregate.Aggregator
 	metrics *selfMetrics
+	// identities: with mutual TLS, each sender reports only the cluster its
+	// certificate names; allowUnbound also takes certificates naming none.
+	identities, allowUnbound bool
+}
+
+// ClusterIdentityPrefix starts the URI SAN of an agent's client certificate
+// that binds it to one member cluster: urn:flowplace:cluster:<kube-system UID>.
+const ClusterIdentityPrefix = "urn:flowplace:cluster:"
+
+// ClusterIdentity is the cluster UID a verified client certificate is bound
+// to, or "".
+func ClusterIdentity(cert *x509.Certificate) string {
+	for _, u := range cert.URIs {
+		if uid, ok := strings.CutPrefix(u.String(), ClusterIdentityPrefix); ok && uid != "" {
+			return uid
+		}
+	}
+	return ""
+}
+
+// senderCluster is the cluster the request's sender may report, "" for any.
+func (r *receiver) senderCluster(ctx context.Context) (string, error) {
+	if !r.identities {
+		return "", nil
+	}
+	p, ok := peer.FromContext(ctx)
+	var uid string
+	if ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0 {
+			uid = ClusterIdentity(ti.State.VerifiedChains[0][0])
+		}
+	}
+	if uid == "" && !r.allowUnbound {
+		r.metrics.unbound.Add(1)
+		// Not retryable: the sender must be given a bound certificate.
+		return "", status.Error(codes.PermissionDenied, "client certificate is bound to no cluster: it needs a URI SAN "+ClusterIdentityPrefix+"<cluster UID> (or run the estimator with --otlp-allow-unbound-clients for a relay)")
+	}
+	return uid, nil
 }
 
 func (r *receiver) export(ctx context.Context, req *rawRequest) (*exportResponse, error) {
-	res, err := r.agg.Ingest(req.b)
+	cluster, err := r.senderCluster(ctx)
+	if err != nil {
+		req.free()
+		return nil, err
+	}
+	res, err := r.agg.IngestFrom(req.b, cluster)
 	req.free() // nothing of the request is referenced after Ingest
 	if err != nil {
 		r.metrics.malformed.Add(1)
@@ -165,6 +210,12 @@ func (r *receiver) export(ctx context.Context, req *rawRequest) (*exportResponse
 type ServerTLS struct {
 	CertFile, KeyFile string
 	ClientCAFile      string
+	// AllowUnboundClients, with mutual TLS, also receives client
+	// certificates that name no cluster (ClusterIdentity), from any
+	// cluster: for a relay such as an OpenTelemetry Collector, which must
+	// then be trusted as much as every agent behind it. Otherwise each
+	// certificate may report only its own cluster.
+	AllowUnboundClients bool
 }
 
 // Validate checks the combination of files without reading them.
@@ -174,6 +225,9 @@ func (t ServerTLS) Validate() error {
 	}
 	if t.ClientCAFile != "" && t.CertFile == "" {
 		return errors.New("otlp mTLS: a client CA needs a server certificate and key")
+	}
+	if t.AllowUnboundClients && t.ClientCAFile == "" {
+		return errors.New("otlp mTLS: allowing unbound client certificates needs a client CA")
 	}
 	return nil
 }
@@ -236,6 +290,7 @@ func NewGRPCServer(agg *aggregate.Aggregator, t ServerTLS, maxMessageBytes int, 
 		opts = append(opts, grpc.Creds(creds))
 	}
 	s := grpc.NewServer(opts...)
-	s.RegisterService(&metricsServiceDesc, &receiver{agg: agg, metrics: m})
+	s.RegisterService(&metricsServiceDesc, &receiver{agg: agg, metrics: m,
+		identities: t.ClientCAFile != "", allowUnbound: t.AllowUnboundClients})
 	return s, nil
 }

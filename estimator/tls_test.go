@@ -10,8 +10,10 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,7 +25,7 @@ import (
 
 // writeCert issues a certificate signed by parent (self-signed if nil) and
 // writes cert and key PEM files into dir.
-func writeCert(t *testing.T, dir, name string, isCA bool, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, string, string) {
+func writeCert(t *testing.T, dir, name string, isCA bool, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, uris ...string) (*x509.Certificate, *ecdsa.PrivateKey, string, string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -37,6 +39,13 @@ func writeCert(t *testing.T, dir, name string, isCA bool, parent *x509.Certifica
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	for _, u := range uris {
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.URIs = append(tmpl.URIs, pu)
 	}
 	if parent == nil {
 		parent, parentKey = tmpl, key
@@ -60,28 +69,36 @@ func writeCert(t *testing.T, dir, name string, isCA bool, parent *x509.Certifica
 	return cert, key, certFile, keyFile
 }
 
-// TestMutualTLS: with a client CA, agents with a certificate from it are
-// received; agents without one, or without TLS, are refused.
+// TestMutualTLS: with a client CA, agents with a certificate from it that
+// names their cluster are received; agents without a certificate, without
+// TLS, or with one bound to no cluster are refused; an agent bound to one
+// cluster cannot report another (no placement poisoning), unless the server
+// allows unbound relays, and then only unbound ones speak for any cluster.
 func TestMutualTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca, caKey, caFile, _ := writeCert(t, dir, "ca", true, nil, nil)
 	_, _, srvCert, srvKey := writeCert(t, dir, "server", false, ca, caKey)
-	_, _, cliCert, cliKey := writeCert(t, dir, "agent", false, ca, caKey)
+	_, _, cliCert, cliKey := writeCert(t, dir, "agent-a", false, ca, caKey, ClusterIdentityPrefix+uidA)
+	_, _, otherCert, otherKey := writeCert(t, dir, "agent-b", false, ca, caKey, ClusterIdentityPrefix+uidB)
+	_, _, relayCert, relayKey := writeCert(t, dir, "relay", false, ca, caKey)
 
-	agg := aggregate.NewAggregator(aggregate.AggregatorConfig{})
-	srv, err := NewGRPCServer(agg, ServerTLS{CertFile: srvCert, KeyFile: srvKey, ClientCAFile: caFile}, 0, nil)
-	if err != nil {
-		t.Fatal(err)
+	serve := func(allowUnbound bool) (*aggregate.Aggregator, string) {
+		agg := aggregate.NewAggregator(aggregate.AggregatorConfig{})
+		srv, err := NewGRPCServer(agg, ServerTLS{CertFile: srvCert, KeyFile: srvKey, ClientCAFile: caFile, AllowUnboundClients: allowUnbound}, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(srv.Stop)
+		return agg, ln.Addr().String()
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Stop()
-
-	export := func(o telemetry.OTLPConfig) error {
-		o.Endpoint, o.Interval, o.Timeout = ln.Addr().String(), time.Hour, 2*time.Second
+	// export reports web's traffic as cluster uidA.
+	export := func(addr string, o telemetry.OTLPConfig) error {
+		o.Endpoint, o.Interval, o.Timeout = addr, time.Hour, 2*time.Second
 		p, err := telemetry.NewProvider(context.Background(), telemetry.Config{
 			Resource: []attribute.KeyValue{telemetry.AttrClusterUID.String(uidA)}, OTLP: o,
 		})
@@ -99,21 +116,44 @@ func TestMutualTLS(t *testing.T) {
 		_ = p.Shutdown(ctx)
 		return err
 	}
-	if err := export(telemetry.OTLPConfig{CAFile: caFile, CertFile: cliCert, KeyFile: cliKey}); err != nil {
-		t.Fatalf("agent with a client certificate: %v", err)
+	foreign := func(agg *aggregate.Aggregator) int64 { return agg.RejectedByReason()[aggregate.ReasonForeignCluster] }
+
+	agg, addr := serve(false)
+	if err := export(addr, telemetry.OTLPConfig{CAFile: caFile, CertFile: cliCert, KeyFile: cliKey}); err != nil {
+		t.Fatalf("agent of cluster A with its certificate: %v", err)
 	}
 	got := agg.Stats().Ingested // the flush and the final export at shutdown
 	if got == 0 {
 		t.Fatal("nothing ingested from the agent with a client certificate")
 	}
-	if err := export(telemetry.OTLPConfig{CAFile: caFile}); err == nil {
+	if err := export(addr, telemetry.OTLPConfig{CAFile: caFile}); err == nil {
 		t.Error("agent without a client certificate was received")
 	}
-	if err := export(telemetry.OTLPConfig{Insecure: true}); err == nil {
+	if err := export(addr, telemetry.OTLPConfig{Insecure: true}); err == nil {
 		t.Error("plaintext agent was received")
 	}
+	err := export(addr, telemetry.OTLPConfig{CAFile: caFile, CertFile: relayCert, KeyFile: relayKey})
+	if err == nil || !strings.Contains(err.Error(), "bound to no cluster") {
+		t.Errorf("a certificate bound to no cluster: %v, want a refusal saying it is bound to no cluster", err)
+	}
+	// Cluster B's agent claiming to be A: its points are rejected, counted.
+	_ = export(addr, telemetry.OTLPConfig{CAFile: caFile, CertFile: otherCert, KeyFile: otherKey})
 	if n := agg.Stats().Ingested; n != got {
 		t.Errorf("ingested %d points after refused exports, want still %d", n, got)
+	}
+	if foreign(agg) == 0 {
+		t.Error("B's points about A were not counted as foreign_cluster")
+	}
+
+	// A relay (OpenTelemetry Collector) when the server allows it.
+	agg, addr = serve(true)
+	if err := export(addr, telemetry.OTLPConfig{CAFile: caFile, CertFile: relayCert, KeyFile: relayKey}); err != nil || agg.Stats().Ingested == 0 {
+		t.Errorf("unbound relay with --otlp-allow-unbound-clients: %v, ingested %d", err, agg.Stats().Ingested)
+	}
+	got = agg.Stats().Ingested
+	_ = export(addr, telemetry.OTLPConfig{CAFile: caFile, CertFile: otherCert, KeyFile: otherKey})
+	if n := agg.Stats().Ingested; n != got || foreign(agg) == 0 {
+		t.Errorf("a bound agent still may not speak for another cluster when relays are allowed: ingested %d (was %d), foreign %d", n, got, foreign(agg))
 	}
 }
 

@@ -94,7 +94,8 @@ served on --health-address.`,
 	f.StringVar(&o.otlpAddress, "otlp-address", ":4317", "OTLP gRPC listen address")
 	f.StringVar(&o.tls.CertFile, "otlp-cert-file", "", "TLS certificate for the OTLP listener (empty: plaintext)")
 	f.StringVar(&o.tls.KeyFile, "otlp-key-file", "", "TLS key for the OTLP listener")
-	f.StringVar(&o.tls.ClientCAFile, "otlp-client-ca-file", "", "require client certificates signed by this CA (mTLS)")
+	f.StringVar(&o.tls.ClientCAFile, "otlp-client-ca-file", "", "require client certificates signed by this CA (mTLS); each may report only the cluster its URI SAN urn:flowplace:cluster:<UID> names")
+	f.BoolVar(&o.tls.AllowUnboundClients, "otlp-allow-unbound-clients", false, "with mTLS, also receive client certificates that name no cluster, about any cluster (a relay such as an OpenTelemetry Collector)")
 	f.IntVar(&o.maxMessageBytes, "otlp-max-message-bytes", 16<<20, fmt.Sprintf("largest export request accepted (1024..%d; up to 64 are decoded at once)", estimator.MaxMessageBytesLimit))
 	f.StringVar(&o.healthAddress, "health-address", ":8080", "address serving /healthz, /readyz and /metrics")
 	f.DurationVar(&o.window, "window", 5*time.Minute, "time constant of the decaying window")
@@ -177,7 +178,7 @@ func (o *options) validate() error {
 		return fmt.Errorf("--lease-name %q: %s", o.leaseName, strings.Join(errs, "; "))
 	}
 	if err := o.tls.Validate(); err != nil {
-		return fmt.Errorf("--otlp-cert-file/--otlp-key-file/--otlp-client-ca-file: %w", err)
+		return fmt.Errorf("--otlp-cert-file/--otlp-key-file/--otlp-client-ca-file/--otlp-allow-unbound-clients: %w", err)
 	}
 	return nil
 }

@@ -45,6 +45,9 @@ const (
 	// ReasonImplausibleRTT: RTT samples beyond MaxRTTSeconds (or below
 	// MinRTTSeconds).
 	ReasonImplausibleRTT
+	// ReasonForeignCluster: a resource reports a cluster other than the
+	// one its sender's identity is bound to (IngestFrom).
+	ReasonForeignCluster
 	NumReasons
 )
 
@@ -52,7 +55,7 @@ var reasonNames = [NumReasons]string{
 	"", "wrong_type", "temporality", "not_monotonic", "bad_unit", "invalid_value",
 	"inconsistent_histogram", "negative_buckets", "bad_attribute", "missing_cluster",
 	"no_timestamp", "out_of_order", "series_limit", "flow_limit",
-	"implausible_time", "implausible_rate", "implausible_rtt",
+	"implausible_time", "implausible_rate", "implausible_rtt", "foreign_cluster",
 }
 
 func (r Reason) String() string { return reasonNames[r] }
@@ -306,9 +309,19 @@ func (r *Result) Message() string {
 // A wire-format error returns otlpwire.ErrMalformed (the points decoded
 // before it were whole and valid, and stay); invalid points are rejected
 // one by one and counted in the Result.
-func (a *Aggregator) Ingest(req []byte) (Result, error) {
+func (a *Aggregator) Ingest(req []byte) (Result, error) { return a.IngestFrom(req, "") }
+
+// IngestFrom is Ingest for a sender whose identity is bound to one
+// cluster: only resources reporting that cluster's UID are taken, the rest
+// are rejected (ReasonForeignCluster), so that one member's agent cannot
+// speak for another. An empty cluster takes every resource.
+func (a *Aggregator) IngestFrom(req []byte, cluster string) (Result, error) {
 	s := a.sinks.Get().(*sink)
 	s.res = Result{}
+	s.only = nil
+	if cluster != "" {
+		s.only = []byte(cluster)
+	}
 	s.now = a.cfg.Now()
 	s.nowSec = float64(s.now.UnixNano()) / 1e9
 	s.minTime = uint64(max(s.now.Add(-a.cfg.SeriesTTL).UnixNano(), 0))
@@ -338,6 +351,7 @@ type sink struct {
 
 	resHash    uint64
 	clusterUID []byte // resource's k8s.cluster.uid, aliasing the request
+	only       []byte // the only cluster UID this request may report, or nil
 	resReason  Reason
 	curRes     *resource // locked while its points are decoded
 	pos        int       // index of the next point within the resource
@@ -379,6 +393,9 @@ func (s *sink) Resource(attrs otlpwire.Attrs) error {
 	}
 	if s.clusterUID == nil && s.resReason == ReasonNone {
 		s.resReason = ReasonMissingCluster
+	}
+	if s.only != nil && s.resReason == ReasonNone && !bytes.Equal(s.clusterUID, s.only) {
+		s.resReason = ReasonForeignCluster
 	}
 	s.release()
 	if s.resReason != ReasonNone {
