@@ -20,7 +20,8 @@ test: fmt-check vet test-deps
 # What the suite needs beyond Go: iproute2 (namespace topologies), iptables
 # and conntrack (kube-proxy's translation), containerd, runc, the CNI plugins
 # and busybox-static (kubelet nodes and their test pods), Debian's Chromium
-# (the lab dashboard's headless test), installed from Debian's packages when
+# (the lab dashboard's headless test), ca-certificates (the CA bundle of
+# the released images), installed from Debian's packages when
 # missing and this is root with apt; then kube-apiserver, kube-proxy, etcd,
 # kubelet, kube-controller-manager, kube-scheduler and kubectl from Go modules
 # (about 15 min cold on 2 cores, cached, instant warm), built here rather than
@@ -36,6 +37,7 @@ test-deps:
 	[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins); \
 	[ -x /bin/busybox ] || need+=(busybox-static); \
 	command -v chromium >/dev/null || need+=(chromium); \
+	[ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates); \
 	if (( $${#need[@]} )); then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing $${need[*]} from Debian's packages"; \
@@ -100,9 +102,21 @@ controlplane-bin:
 # from this tree (nothing pulled) as docker-archives for `ctr images import`
 # into ${FLOWPLACE_CACHE:-~/.cache/flowplace}/images/; prints name, ref and
 # tarball per line. Cached on their inputs: a no-op in ~20 ms when warm.
-.PHONY: images
+.PHONY: images lab-images
+# Released images, built from scratch without a container daemon
+# (internal/images): per component bin/images/<component>.tar (docker load,
+# host arch) and the OCI layout bin/images/<component>/ (linux/amd64 and
+# arm64 index); prints `image <component> <digest>` (the index digest) per
+# image. IMAGES names components; KARMADA_SOURCE=/path/to/karmada adds
+# flowplace-karmada-scheduler (never in CI); VERSION overrides
+# `git describe`; SOURCE_DATE_EPOCH overrides the commit time.
 images:
-	$(GO) run ./hack/images
+	@$(GO) run ./hack/images -out bin/images $(if $(KARMADA_SOURCE),-karmada-source '$(KARMADA_SOURCE)') $(if $(VERSION),-version '$(VERSION)') $(IMAGES)
+
+# The lab's images (pause, busybox, agent, estimator, CLI), cached on their
+# inputs; prints name, ref and docker-archive per image.
+lab-images:
+	$(GO) run ./hack/images -lab
 
 # Agent CPU and memory under 2,000 new connections/s to 50 destinations for
 # 60 s, OTLP and Prometheus exporters on. Needs root.

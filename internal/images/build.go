@@ -112,16 +112,23 @@ func (b *builder) build(ctx context.Context, missing []spec) error {
 // group killed as a whole on cancellation (`go build` leaves compile and
 // link children otherwise), with a progress line every 30 s.
 func goBuild(ctx context.Context, src, outDir string, specs []spec, logf func(string, ...any)) error {
+	var pkgs []string
+	for _, s := range specs {
+		pkgs = append(pkgs, s.pkg)
+	}
+	return goBuildIn(ctx, src, goBuildEnv, outDir, pkgs, specs, logf)
+}
+
+// goBuildIn runs `go build` of pkgs in dir with env added to the caller's.
+func goBuildIn(ctx context.Context, src string, env []string, outDir string, pkgs []string, specs []spec, logf func(string, ...any)) error {
 	args := append([]string{"build"}, goBuildFlags...)
 	args = append(args, "-o", outDir+string(filepath.Separator))
-	for _, s := range specs {
-		args = append(args, s.pkg)
-	}
-	logf("images: building %s from %s (CGO_ENABLED=0 go %s)", strings.Join(specNames(specs), ", "), src, strings.Join(args, " "))
+	args = append(args, pkgs...)
+	logf("images: building %s from %s (%s go %s)", strings.Join(specNames(specs), ", "), src, strings.Join(env, " "), strings.Join(args, " "))
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = src
-	cmd.Env = append(os.Environ(), goBuildEnv...)
+	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
@@ -174,7 +181,7 @@ func (b *builder) assemble(s spec, files []entry, labels map[string]string) (err
 	}()
 
 	layerPath := filepath.Join(partial, "layer.tar.gz")
-	if err := writeLayer(layerPath, withSkeleton(files)); err != nil {
+	if err := writeLayer(layerPath, withSkeleton(files), epoch); err != nil {
 		return fmt.Errorf("images: writing the layer of %s: %w", s.name, err)
 	}
 	layer, err := tarball.LayerFromFile(layerPath)
@@ -283,17 +290,24 @@ type entry struct {
 	src  string
 	data []byte
 	link string
+	uid  int // owner; 0 unless set
+	gid  int
 }
 
 // withSkeleton adds what every image has besides its executables: /tmp for
 // os.TempDir, /etc/passwd and /etc/group naming uid 0, and every parent
 // directory. Sorted by path, parents first.
 func withSkeleton(files []entry) []entry {
-	all := append(slices.Clone(files),
+	return withParents(append(slices.Clone(files),
 		entry{name: "/tmp", dir: true, mode: 0o1777},
 		entry{name: "/etc/passwd", mode: 0o644, data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")},
 		entry{name: "/etc/group", mode: 0o644, data: []byte("root:x:0:\nnogroup:x:65534:\n")},
-	)
+	))
+}
+
+// withParents adds every missing parent directory of files (root-owned,
+// 0755) and sorts them by path, parents first.
+func withParents(all []entry) []entry {
 	seen := map[string]bool{}
 	for _, e := range all {
 		seen[e.name] = true
@@ -311,7 +325,7 @@ func withSkeleton(files []entry) []entry {
 // writeLayer writes the gzipped tar of files. Compressing here once, rather
 // than letting go-containerregistry gzip an uncompressed tar, halves the
 // work: it would compress once for the digest and again for the tarball.
-func writeLayer(p string, files []entry) error {
+func writeLayer(p string, files []entry, mtime time.Time) error {
 	f, err := os.Create(p)
 	if err != nil {
 		return err
@@ -324,7 +338,7 @@ func writeLayer(p string, files []entry) error {
 	}
 	tw := tar.NewWriter(zw)
 	for _, e := range files {
-		if err := writeEntry(tw, e); err != nil {
+		if err := writeEntry(tw, e, mtime); err != nil {
 			return fmt.Errorf("%s: %w", e.name, err)
 		}
 	}
@@ -340,11 +354,13 @@ func writeLayer(p string, files []entry) error {
 	return f.Close()
 }
 
-func writeEntry(tw *tar.Writer, e entry) error {
+func writeEntry(tw *tar.Writer, e entry, mtime time.Time) error {
 	h := &tar.Header{
 		Name:    strings.TrimPrefix(e.name, "/"),
 		Mode:    e.mode,
-		ModTime: epoch,
+		Uid:     e.uid,
+		Gid:     e.gid,
+		ModTime: mtime,
 		Format:  tar.FormatPAX,
 	}
 	switch {
@@ -389,7 +405,13 @@ func writeEntry(tw *tar.Writer, e entry) error {
 // checkStatic refuses anything a from-scratch linux/amd64 image cannot run:
 // not an ELF executable, another architecture, or dynamically linked (a
 // PT_INTERP program header names a loader such an image does not have).
-func checkStatic(p string) error {
+func checkStatic(p string) error { return checkStaticFor(p, "amd64") }
+
+// elfMachines maps the GOARCHes images are built for to their ELF machine.
+var elfMachines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+
+// checkStaticFor is checkStatic for linux/arch.
+func checkStaticFor(p, arch string) error {
 	st, err := os.Stat(p)
 	if err != nil {
 		return err
@@ -402,8 +424,8 @@ func checkStatic(p string) error {
 		return fmt.Errorf("%s is not an ELF executable: %w", p, err)
 	}
 	defer f.Close()
-	if f.Machine != elf.EM_X86_64 || f.Class != elf.ELFCLASS64 {
-		return fmt.Errorf("%s is for %s, not linux/amd64", p, f.Machine)
+	if m, ok := elfMachines[arch]; !ok || f.Machine != m || f.Class != elf.ELFCLASS64 {
+		return fmt.Errorf("%s is for %s, not linux/%s", p, f.Machine, arch)
 	}
 	if f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
 		return fmt.Errorf("%s is an ELF %s, not an executable", p, f.Type)
