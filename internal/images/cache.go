@@ -17,8 +17,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/flowplace/flowplace/internal/filelock"
 )
 
 // layoutVersion is hashed into every cache key. Bump it when a change here
@@ -324,32 +325,9 @@ func lockCache(ctx context.Context, root string, logf func(string, ...any)) (fun
 		return nil, fmt.Errorf("images: creating the cache directory: %w", err)
 	}
 	path := filepath.Join(root, ".lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := filelock.Lock(ctx, path, func() { logf("images: another process is building images; waiting for %s", path) })
 	if err != nil {
-		return nil, fmt.Errorf("images: opening lock file: %w", err)
+		return nil, fmt.Errorf("images: %w", err)
 	}
-	waiting := false
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() {
-				_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-				_ = f.Close()
-			}, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("images: locking %s: %w", path, err)
-		}
-		if !waiting {
-			logf("images: another process is building images; waiting for %s", path)
-			waiting = true
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("images: waiting for the build lock: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return unlock, nil
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/flowplace/flowplace/internal/filelock"
 )
 
 // KubernetesVersion is the Kubernetes release the tools module pins; the
@@ -306,34 +308,11 @@ func goBuild(ctx context.Context, tools, outDir string, s binarySpec, logf Logf)
 // the wait. The lock is released when the returned function runs or when the
 // process dies, so a crashed build never blocks the next one.
 func lockFile(ctx context.Context, path string, logf Logf) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := filelock.Lock(ctx, path, func() { logf("controlplane: another process is building the binaries; waiting for %s", path) })
 	if err != nil {
-		return nil, fmt.Errorf("controlplane: opening lock file: %w", err)
+		return nil, fmt.Errorf("controlplane: %w", err)
 	}
-	waiting := false
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() {
-				_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-				_ = f.Close()
-			}, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("controlplane: locking %s: %w", path, err)
-		}
-		if !waiting {
-			logf("controlplane: another process is building the binaries; waiting for %s", path)
-			waiting = true
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("controlplane: waiting for build lock: %w", ctx.Err())
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
+	return unlock, nil
 }
 
 // tail returns the last n lines of s.
