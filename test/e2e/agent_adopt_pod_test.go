@@ -11,14 +11,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/flowplace/flowplace/internal/attribution"
 	"github.com/flowplace/flowplace/internal/images"
 	"github.com/flowplace/flowplace/internal/manifests"
 	"github.com/flowplace/flowplace/telemetry"
@@ -63,38 +60,7 @@ func TestAgentPodAdoptsExistingConnections(t *testing.T) {
 	m1, m2 := f.Member("member1").Client, f.Member("member2").Client
 
 	ns := "shop"
-	for _, c := range []kubernetes.Interface{m1, m2} {
-		if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// cart in member2 echoes every line; member1 has it as Karmada's
-	// multi-cluster services give it (as in TestAgentDaemonSet).
-	if _, err := m2.AppsV1().Deployments(ns).Create(ctx, deployment("cart", ns, "", bb, "nc", "-ll", "-p", "8080", "-e", "cat"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	cart := runningPod(t, m2, ns, "cart")
-	svcName := attribution.DerivedServicePrefix + "cart"
-	svc, err := m1.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: svcName},
-		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "echo", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, proto, ready := int32(8080), corev1.ProtocolTCP, true
-	if _, err := m1.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        "imported-member2-cart",
-			Labels:      map[string]string{discoveryv1.LabelServiceName: svcName, discoveryv1.LabelManagedBy: "endpointslice-dispatch-controller.karmada.io"},
-			Annotations: map[string]string{attribution.ProvisionClusterAnnotation: "member2"},
-		},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{cart.Status.PodIP}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr("echo"), Port: &port, Protocol: &proto}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	svc := echoCartAcross(t, m1, m2, ns, bb)
 	// One connection per client, opened at once. The last echo arrives
 	// within the second before the close, which is when the probes read the
 	// final byte counts.

@@ -123,6 +123,46 @@ func agentPodsReport(c kubernetes.Interface) string {
 	return b.String()
 }
 
+// echoCartAcross runs cart (an echo server) in member2 and gives member1 a
+// derived Service for it with an EndpointSlice of member2's pod, as
+// Karmada's multi-cluster services do; it creates ns in both and returns
+// member1's Service.
+func echoCartAcross(t *testing.T, m1, m2 kubernetes.Interface, ns, busybox string) *corev1.Service {
+	t.Helper()
+	ctx := context.Background()
+	for _, c := range []kubernetes.Interface{m1, m2} {
+		if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m2.AppsV1().Deployments(ns).Create(ctx, deployment("cart", ns, "", busybox, "nc", "-ll", "-p", "8080", "-e", "cat"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cart := runningPod(t, m2, ns, "cart")
+	svcName := attribution.DerivedServicePrefix + "cart"
+	svc, err := m1.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: svcName},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "echo", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, proto, ready := int32(8080), corev1.ProtocolTCP, true
+	if _, err := m1.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        "imported-member2-cart",
+			Labels:      map[string]string{discoveryv1.LabelServiceName: svcName, discoveryv1.LabelManagedBy: "endpointslice-dispatch-controller.karmada.io"},
+			Annotations: map[string]string{attribution.ProvisionClusterAnnotation: "member2"},
+		},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{cart.Status.PodIP}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr("echo"), Port: &port, Protocol: &proto}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
 // TestAgentDaemonSet runs the agent as a DaemonSet pod, with its real
 // security context and RBAC, on the nodes of two member clusters 20 ms
 // apart, and checks what it measures of a frontend in member1 calling a
@@ -169,39 +209,7 @@ func TestAgentDaemonSet(t *testing.T) {
 	waitAgents(t, m2, 1)
 
 	ns := "shop"
-	for _, c := range []kubernetes.Interface{m1, m2} {
-		if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// cart in member2 echoes every line.
-	if _, err := m2.AppsV1().Deployments(ns).Create(ctx, deployment("cart", ns, "", bb, "nc", "-ll", "-p", "8080", "-e", "cat"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	cart := runningPod(t, m2, ns, "cart")
-	// What Karmada's MultiClusterService gives member1: a derived Service
-	// and an EndpointSlice of member2's pods.
-	svcName := attribution.DerivedServicePrefix + "cart"
-	svc, err := m1.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: svcName},
-		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "echo", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, proto, ready := int32(8080), corev1.ProtocolTCP, true
-	if _, err := m1.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        "imported-member2-cart",
-			Labels:      map[string]string{discoveryv1.LabelServiceName: svcName, discoveryv1.LabelManagedBy: "endpointslice-dispatch-controller.karmada.io"},
-			Annotations: map[string]string{attribution.ProvisionClusterAnnotation: "member2"},
-		},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{cart.Status.PodIP}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr("echo"), Port: &port, Protocol: &proto}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	svc := echoCartAcross(t, m1, m2, ns, bb)
 	// frontend in member1: one connection, echoRounds lines echoGap apart,
 	// then it closes: the probes read a connection's final byte counts at
 	// its close (the last echo's bytes arrive after its last RTT callback).
