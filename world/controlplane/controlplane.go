@@ -299,7 +299,7 @@ func (cp *ControlPlane) start(ctx context.Context, cfg Config, timeout time.Dura
 			if errs[i] = c.waitReady(ctx); errs[i] != nil {
 				return
 			}
-			if c.ca != nil {
+			if c.ca != nil && c != cp.Host {
 				errs[i] = c.startControllers(ctx, cp.Binaries)
 				return
 			}
@@ -426,6 +426,12 @@ func (cp *ControlPlane) startAPIServer(name, cidr string, port int, nodes bool) 
 			"--kubelet-preferred-address-types=InternalIP",
 		)
 	} else {
+		if cp.ca != nil {
+			// The Karmada API server of a fleet with nodes trusts the same
+			// client CA, as karmada-cert's CA signs Karmada's components.
+			c.ca = cp.ca
+			args = append(args, "--client-ca-file="+cp.ca.File)
+		}
 		args = append(args,
 			"--authorization-mode=RBAC",
 			// No controller-manager creates the "default" ServiceAccount,

@@ -137,3 +137,17 @@ func (c *Cluster) ClientCAFile() string {
 	}
 	return c.ca.File
 }
+
+// ClientCA returns the PEM certificate and key of the CA whose client
+// certificates every API server of a Config.Nodes control plane accepts (as
+// karmada-cert's ca.crt and ca.key), or an error without Config.Nodes.
+func (cp *ControlPlane) ClientCA() (certPEM, keyPEM []byte, err error) {
+	if cp.ca == nil {
+		return nil, nil, fmt.Errorf("controlplane: no client CA: start it with Config.Nodes")
+	}
+	der, err := x509.MarshalECPrivateKey(cp.ca.key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("controlplane: client CA key: %w", err)
+	}
+	return cp.ca.CertPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
+}
