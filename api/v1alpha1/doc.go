@@ -12,4 +12,5 @@
 // +groupName=flowplace.io
 //
 //go:generate go tool -modfile=../tools/go.mod controller-gen object:headerFile=boilerplate.go.txt paths=. crd:crdVersions=v1 output:crd:artifacts:config=../crds
+//go:generate sh -c "cp ../crds/*.yaml ../../charts/flowplace/files/crds/"
 package v1alpha1

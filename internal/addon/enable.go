@@ -32,6 +32,9 @@ const (
 	otlpCASecret        = "flowplace-otlp-ca"
 	estimatorOTLPSecret = estimatorName + "-otlp-tls"
 	karmadaConfigSuffix = "-karmada-config"
+	// EstimatorConfigSecret is the estimator's kubeconfig of the
+	// karmada-apiserver, named as karmadactl expects an addon's (<addon>-config).
+	EstimatorConfigSecret = Name + "-config"
 	identitySecretStem  = "flowplace-agent-otlp-"
 	estimatorUser       = "system:flowplace:estimator"
 	schedulerUser       = "system:flowplace:scheduler"
@@ -343,11 +346,11 @@ func (o *EnableOptions) certificates(ctx context.Context, p *plan, karmadaCA *au
 	setPath(gen, string(crt), "estimator", "otlp", "crt")
 	setPath(gen, string(key), "estimator", "otlp", "key")
 
-	for _, c := range []struct{ component, name, user string }{
-		{"estimator", estimatorName, estimatorUser},
-		{"scheduler", schedulerName, schedulerUser},
+	for _, c := range []struct{ component, secret, user string }{
+		{"estimator", EstimatorConfigSecret, estimatorUser},
+		{"scheduler", schedulerName + karmadaConfigSuffix, schedulerUser},
 	} {
-		d := read(p.host, ns, c.name+karmadaConfigSuffix)
+		d := read(p.host, ns, c.secret)
 		crt, key, _, err := karmadaCA.keepOrIssue(leafRequest{CommonName: c.user}, d["tls.crt"], d["tls.key"], now)
 		if err != nil {
 			return err

@@ -5,15 +5,16 @@ package manifests
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/flowplace/flowplace/charts"
 )
 
 // Names of the agent's objects.
@@ -78,130 +79,82 @@ func (o *AgentOptions) defaults() error {
 }
 
 // Agent returns the agent's Namespace, ServiceAccount, ClusterRole,
-// ClusterRoleBinding and DaemonSet, in the order they are applied.
+// ClusterRoleBinding and DaemonSet, in the order they are applied, as the
+// chart (charts/flowplace, installMode karmada) renders them: the chart is
+// the one source of the agent's manifests; these are the objects Karmada
+// would propagate to one member, for the lab and the tests that run agents
+// without a Karmada control plane.
 func Agent(o AgentOptions) ([]any, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	labels := map[string]string{"app.kubernetes.io/name": AgentName, "app.kubernetes.io/part-of": "flowplace"}
-	meta := func(name string, namespaced bool) metav1.ObjectMeta {
-		m := metav1.ObjectMeta{Name: name, Labels: labels}
-		if namespaced {
-			m.Namespace = o.Namespace
-		}
-		return m
+	repoTag := o.Image
+	registry := ""
+	if i := strings.IndexByte(repoTag, '/'); i >= 0 && strings.ContainsAny(repoTag[:i], ".:") {
+		registry, repoTag = repoTag[:i], repoTag[i+1:]
 	}
-	ns := &corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: meta(o.Namespace, false)}
-	sa := &corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(AgentName, true)}
-	role := &rbacv1.ClusterRole{
-		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
-		ObjectMeta: meta(AgentName, false),
-		Rules: []rbacv1.PolicyRule{
-			// The kube-system namespace's UID identifies the cluster.
-			{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get"}},
-			// Attribution: pods to workloads, Services and their
-			// endpoints (local and Karmada-dispatched) to services and
-			// clusters.
-			{APIGroups: []string{""}, Resources: []string{"pods", "services"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
-		},
+	repo, tag := repoTag, ""
+	if i := strings.LastIndexByte(repoTag, ':'); i > strings.LastIndexByte(repoTag, '/') {
+		repo, tag = repoTag[:i], repoTag[i+1:]
 	}
-	binding := &rbacv1.ClusterRoleBinding{
-		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-		ObjectMeta: meta(AgentName, false),
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: AgentName},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: AgentName, Namespace: o.Namespace}},
-	}
-
-	args := []string{
-		"--cgroup=pods",
-		"--node-name=$(NODE_NAME)",
-		fmt.Sprintf("--listen-address=:%d", AgentMetricsPort),
-	}
+	extra := []any{}
 	if o.ClusterName != "" {
-		args = append(args, "--cluster-name="+o.ClusterName)
+		extra = append(extra, "--cluster-name="+o.ClusterName)
 	}
-	if o.OTLPEndpoint != "" {
-		args = append(args, "--otlp-endpoint="+o.OTLPEndpoint)
-		if o.OTLPInsecure {
-			args = append(args, "--otlp-insecure")
-		}
+	for _, a := range o.ExtraArgs {
+		extra = append(extra, a)
 	}
+	otlp := map[string]any{"endpoint": o.OTLPEndpoint, "insecure": o.OTLPInsecure}
 	if o.ExportInterval > 0 {
-		args = append(args, "--export-interval="+o.ExportInterval.String())
+		otlp["exportInterval"] = o.ExportInterval.String()
+	}
+	agent := map[string]any{
+		"namespace":    o.Namespace,
+		"image":        map[string]any{"registry": registry, "repository": repo, "tag": tag, "pullPolicy": string(o.PullPolicy)},
+		"clusterNames": []any{clusterOrDefault(o.ClusterName)},
+		"otlp":         otlp,
+		"extraArgs":    extra,
 	}
 	if o.PollInterval > 0 {
-		args = append(args, "--poll-interval="+o.PollInterval.String())
+		agent["pollInterval"] = o.PollInterval.String()
 	}
-	args = append(args, o.ExtraArgs...)
-
-	hostPathDir := corev1.HostPathDirectory
-	probe := func(path string) *corev1.Probe {
-		return &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(AgentMetricsPort)}},
-			PeriodSeconds: 5, FailureThreshold: 3,
+	r, err := charts.Render(charts.RenderOptions{
+		Mode: charts.ModeKarmada, Namespace: "karmada-system",
+		Values: map[string]any{
+			"estimator": map[string]any{"enabled": false},
+			"scheduler": map[string]any{"enabled": false},
+			"agent":     agent,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("manifests: %w", err)
+	}
+	var ns corev1.Namespace
+	var sa corev1.ServiceAccount
+	var role rbacv1.ClusterRole
+	var binding rbacv1.ClusterRoleBinding
+	var ds appsv1.DaemonSet
+	for _, c := range []struct {
+		kind, name string
+		into       any
+	}{{"Namespace", o.Namespace, &ns}, {"ServiceAccount", AgentName, &sa}, {"ClusterRole", AgentName, &role}, {"ClusterRoleBinding", AgentName, &binding}, {"DaemonSet", AgentName, &ds}} {
+		u := r.Find(c.kind, c.name)
+		if u == nil {
+			return nil, fmt.Errorf("manifests: the chart renders no agent %s", c.kind)
+		}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, c.into); err != nil {
+			return nil, fmt.Errorf("manifests: agent %s: %w", c.kind, err)
 		}
 	}
-	ds := &appsv1.DaemonSet{
-		TypeMeta:   typeMeta("apps/v1", "DaemonSet"),
-		ObjectMeta: meta(AgentName, true),
-		Spec: appsv1.DaemonSetSpec{
-			Selector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": AgentName}},
-			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					ServiceAccountName: AgentName,
-					// The probes see every pod's sockets from the kernel;
-					// the host's PID namespace holds the pods' processes,
-					// whose cgroups and network namespaces the agent reads.
-					HostNetwork: true,
-					HostPID:     true,
-					DNSPolicy:   corev1.DNSClusterFirstWithHostNet,
-					// Every node, whatever its taints.
-					Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
-					Containers: []corev1.Container{{
-						Name:            "agent",
-						Image:           o.Image,
-						ImagePullPolicy: o.PullPolicy,
-						Args:            args,
-						Env: []corev1.EnvVar{{
-							Name:      "NODE_NAME",
-							ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}},
-						}},
-						Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: AgentMetricsPort, Protocol: corev1.ProtocolTCP}},
-						SecurityContext: &corev1.SecurityContext{
-							Privileged:               ptr(false),
-							AllowPrivilegeEscalation: ptr(false),
-							ReadOnlyRootFilesystem:   ptr(true),
-							Capabilities:             &corev1.Capabilities{Add: o.Capabilities},
-						},
-						ReadinessProbe: probe("/readyz"),
-						LivenessProbe:  probe("/healthz"),
-						// A failed start says why in the pod's status.
-						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-							corev1.ResourceCPU:    resource.MustParse("50m"),
-							corev1.ResourceMemory: resource.MustParse("64Mi"),
-						}},
-						VolumeMounts: []corev1.VolumeMount{
-							{Name: "cgroup", MountPath: "/sys/fs/cgroup", ReadOnly: true},
-							{Name: "bpffs", MountPath: "/sys/fs/bpf"},
-						},
-					}},
-					Volumes: []corev1.Volume{
-						{Name: "cgroup", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/sys/fs/cgroup", Type: &hostPathDir}}},
-						{Name: "bpffs", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/sys/fs/bpf", Type: &hostPathDir}}},
-					},
-				},
-			},
-		},
+	if o.Capabilities != nil {
+		ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities.Add = o.Capabilities
 	}
-	return []any{ns, sa, role, binding, ds}, nil
+	return []any{&ns, &sa, &role, &binding, &ds}, nil
 }
 
-func typeMeta(apiVersion, kind string) metav1.TypeMeta {
-	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
+func clusterOrDefault(c string) string {
+	if c == "" {
+		return "member"
+	}
+	return c
 }
-
-func ptr[T any](v T) *T { return &v }

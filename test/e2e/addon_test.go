@@ -8,31 +8,32 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
-	"sync"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/yaml"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/yaml"
 
 	flowplacev1alpha1 "github.com/flowplace/flowplace/api/v1alpha1"
 	"github.com/flowplace/flowplace/charts"
@@ -179,13 +180,14 @@ func TestAddonInstallsFlowplace(t *testing.T) {
 	t.Run("enable creates exactly what the chart renders", func(t *testing.T) {
 		for _, c := range []struct {
 			dyn  dynamic.Interface
+			kube kubernetes.Interface
 			mode string
 			r    *charts.Rendered
-		}{{hostDyn, charts.ModeHost, hostR}, {karmadaDyn, charts.ModeKarmada, karmadaR}} {
+		}{{hostDyn, hostCluster.Client, charts.ModeHost, hostR}, {karmadaDyn, karmada.Client, charts.ModeKarmada, karmadaR}} {
 			want := map[string]bool{}
 			for _, o := range c.r.Objects {
 				want[objectID(o)] = true
-				if _, err := getLike(c.dyn, o); err != nil {
+				if _, err := getLike(c.dyn, c.kube, o); err != nil {
 					t.Errorf("%s: rendered %s %s/%s is not there: %v", c.mode, o.GetKind(), o.GetNamespace(), o.GetName(), err)
 				}
 			}
@@ -261,12 +263,13 @@ func TestAddonInstallsFlowplace(t *testing.T) {
 			if err := runtimeConverter.FromUnstructured(u.Object, &cl); err != nil {
 				return false, err
 			}
-			return len(cl.Status.Peers) == 1 && cl.Status.Peers[0].SampleCount >= 10, nil
+			p := peer(&cl, "member2")
+			return p != nil && p.SampleCount >= 10, nil
 		})
 		if err != nil {
 			t.Fatalf("no ClusterLatency member1 -> member2 with 10 samples: %v (%+v)\n%s", err, cl.Status, podsReport(hostCluster.Client, addon.DefaultNamespace, "app.kubernetes.io/name=flowplace-estimator"))
 		}
-		p := cl.Status.Peers[0]
+		p := peer(&cl, "member2")
 		// The quantile is a histogram bucket's bound: within one bucket
 		// plus the hub's bound above the injected RTT.
 		p50 := time.Duration(p.P50Microseconds) * time.Microsecond
@@ -337,7 +340,7 @@ func TestAddonInstallsFlowplace(t *testing.T) {
 			}
 		}
 		rejectedBefore := estimatorCounter(t, hostCluster.Client, "flowplace_estimator_points_rejected_total", `reason="foreign_cluster"`)
-		beforeP50 := peerP50(t, karmadaDyn, "member1")
+		beforeP50 := peerP50(t, karmadaDyn, "member1", "member2")
 		p, err := telemetry.NewProvider(ctx, telemetry.Config{
 			Resource: []attribute.KeyValue{telemetry.AttrClusterUID.String(forgedAbout), telemetry.AttrNodeName.String("forged")},
 			OTLP: telemetry.OTLPConfig{Endpoint: ep, CAFile: filepath.Join(dir, "forged-ca.crt"), CertFile: filepath.Join(dir, "forged-tls.crt"),
@@ -375,7 +378,7 @@ func TestAddonInstallsFlowplace(t *testing.T) {
 		// Two publish intervals: what is published about member1 is still
 		// the measured RTT, nowhere near the forged 900 ms.
 		time.Sleep(5 * time.Second)
-		if after := peerP50(t, karmadaDyn, "member1"); after > 10*beforeP50 || after > 200*time.Millisecond {
+		if after := peerP50(t, karmadaDyn, "member1", "member2"); after > 10*beforeP50 || after > 200*time.Millisecond {
 			t.Errorf("member1's published p50 moved from %s to %s after a forged report", beforeP50, after)
 		}
 	})
@@ -446,7 +449,7 @@ func TestAddonInstallsFlowplace(t *testing.T) {
 				t.Errorf("restoring the role: %v", err)
 			}
 		}()
-		kc := componentKubeconfig(t, hostCluster.Client, "flowplace-estimator-karmada-config", karmada.URL, dir)
+		kc := componentKubeconfig(t, hostCluster.Client, addon.EstimatorConfigSecret, karmada.URL, dir)
 		forbidden := regexp.MustCompile(`resourcebindings.* is forbidden: User \\?"system:flowplace:estimator\\?" cannot (list|watch)`)
 		out := runEstimatorUntil(t, kc, time.Minute, forbidden)
 		if !forbidden.MatchString(out) {
@@ -648,21 +651,21 @@ func key(o *unstructured.Unstructured) string {
 	return o.GetNamespace() + "/" + o.GetName()
 }
 
-func getLike(dc dynamic.Interface, o *unstructured.Unstructured) (*unstructured.Unstructured, error) {
-	gvk := o.GroupVersionKind()
-	for _, rs := range ownedResources {
-		for _, gvr := range append(rs, controlplane.CRDGVR) {
-			if gvr.Group != gvk.Group || gvr.Version != gvk.Version || !strings.EqualFold(strings.TrimSuffix(gvr.Resource, "s"), strings.TrimSuffix(strings.ToLower(gvk.Kind), "s")) &&
-				!(gvk.Kind == "CustomResourceDefinition" && gvr == controlplane.CRDGVR) {
-				continue
-			}
-			if o.GetNamespace() != "" {
-				return dc.Resource(gvr).Namespace(o.GetNamespace()).Get(context.Background(), o.GetName(), metav1.GetOptions{})
-			}
-			return dc.Resource(gvr).Get(context.Background(), o.GetName(), metav1.GetOptions{})
-		}
+// getLike reads the object named like o from the API server of kube.
+func getLike(dc dynamic.Interface, kube kubernetes.Interface, o *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	gr, err := restmapper.GetAPIGroupResources(kube.Discovery())
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("no resource for %s", gvk)
+	gvk := o.GroupVersionKind()
+	m, err := restmapper.NewDiscoveryRESTMapper(gr).RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return nil, err
+	}
+	if o.GetNamespace() != "" {
+		return dc.Resource(m.Resource).Namespace(o.GetNamespace()).Get(context.Background(), o.GetName(), metav1.GetOptions{})
+	}
+	return dc.Resource(m.Resource).Get(context.Background(), o.GetName(), metav1.GetOptions{})
 }
 
 // registerWorkloads creates the ResourceBindings Karmada would have for the
@@ -698,17 +701,27 @@ func clusterID(t *testing.T, karmada dynamic.Interface, name string) string {
 	return id
 }
 
-func peerP50(t *testing.T, karmada dynamic.Interface, cluster string) time.Duration {
+// peer is cl's row for the peer cluster, or nil.
+func peer(cl *flowplacev1alpha1.ClusterLatency, name string) *flowplacev1alpha1.PeerLatency {
+	for i := range cl.Status.Peers {
+		if cl.Status.Peers[i].Cluster == name {
+			return &cl.Status.Peers[i]
+		}
+	}
+	return nil
+}
+
+func peerP50(t *testing.T, karmada dynamic.Interface, cluster, to string) time.Duration {
 	t.Helper()
 	u, err := karmada.Resource(flowplacev1alpha1.ClusterLatencyResource).Get(context.Background(), cluster, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var cl flowplacev1alpha1.ClusterLatency
-	if err := runtimeConverter.FromUnstructured(u.Object, &cl); err != nil || len(cl.Status.Peers) == 0 {
-		t.Fatalf("ClusterLatency %s: %v %+v", cluster, err, cl.Status)
+	if err := runtimeConverter.FromUnstructured(u.Object, &cl); err != nil || peer(&cl, to) == nil {
+		t.Fatalf("ClusterLatency %s -> %s: %v %+v", cluster, to, err, cl.Status)
 	}
-	return time.Duration(cl.Status.Peers[0].P50Microseconds) * time.Microsecond
+	return time.Duration(peer(&cl, to).P50Microseconds) * time.Microsecond
 }
 
 func daemonSetArg(t *testing.T, karmada dynamic.Interface, prefix string) string {

@@ -4,8 +4,12 @@
 {{- define "flowplace.scheduler.name" -}}flowplace-scheduler{{- end -}}
 {{- define "flowplace.agent.name" -}}flowplace-agent{{- end -}}
 
-{{/* The Secret holding a component's kubeconfig of the karmada-apiserver. */}}
-{{- define "flowplace.karmadaConfigSecret" -}}{{ . }}-karmada-config{{- end -}}
+{{/* The Secret holding a component's kubeconfig of the karmada-apiserver.
+The estimator's is the addon's <addon>-config (key karmada.config), the
+Secret karmadactl addons checks for before it enables an addon. */}}
+{{- define "flowplace.karmadaConfigSecret" -}}
+{{- if eq . "flowplace-estimator" }}flowplace-config{{ else }}{{ . }}-karmada-config{{ end -}}
+{{- end -}}
 
 {{/* The ConfigMap of the OTLP CA bundle (host and members). */}}
 {{- define "flowplace.otlpCAConfigMap" -}}flowplace-otlp-ca{{- end -}}
@@ -94,3 +98,8 @@ clusterAffinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
+
+{{/* Non-empty when the agent exports OTLP over mTLS. */}}
+{{- define "flowplace.agent.tls" -}}
+{{- if and .Values.agent.otlp.endpoint (not .Values.agent.otlp.insecure) }}true{{ end -}}
+{{- end -}}
