@@ -35,9 +35,9 @@ const (
 	// EstimatorConfigSecret is the estimator's kubeconfig of the
 	// karmada-apiserver, named as karmadactl expects an addon's (<addon>-config).
 	EstimatorConfigSecret = Name + "-config"
-	identitySecretStem  = "flowplace-agent-otlp-"
-	estimatorUser       = "system:flowplace:estimator"
-	schedulerUser       = "system:flowplace:scheduler"
+	identitySecretStem    = "flowplace-agent-otlp-"
+	estimatorUser         = "system:flowplace:estimator"
+	schedulerUser         = "system:flowplace:scheduler"
 )
 
 // member is a Karmada member cluster the agent runs in.
