@@ -22,6 +22,11 @@ const InstanceLabel = "app.kubernetes.io/instance"
 // partOfLabel is on every chart object, CRDs included.
 const partOfLabel = "app.kubernetes.io/part-of"
 
+// ModeLabel says which rendering an object is from: the host cluster may
+// also be a member, holding the host release's objects and the agent's that
+// Karmada propagated there; prune and disable touch only their own.
+const ModeLabel = "flowplace.io/install-mode"
+
 // crdGVR is apiextensions' CRD resource.
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
@@ -126,7 +131,7 @@ func (s *apiServer) waitEstablished(ctx context.Context, name string) error {
 // listOwned lists the release's objects of the prunable resources of mode
 // (resources this server does not serve are skipped).
 func (s *apiServer) listOwned(ctx context.Context, mode, release string) ([]*unstructured.Unstructured, []schema.GroupVersionResource, error) {
-	sel := metav1.ListOptions{LabelSelector: partOfLabel + "=flowplace," + InstanceLabel + "=" + release}
+	sel := metav1.ListOptions{LabelSelector: partOfLabel + "=flowplace," + InstanceLabel + "=" + release + "," + ModeLabel + "=" + mode}
 	var out []*unstructured.Unstructured
 	var gvrs []schema.GroupVersionResource
 	for _, gvr := range prunable[mode] {
@@ -173,8 +178,10 @@ func (s *apiServer) delete(ctx context.Context, gvr schema.GroupVersionResource,
 	if o.GetNamespace() != "" {
 		ri = s.dyn.Resource(gvr).Namespace(o.GetNamespace())
 	}
-	fg := metav1.DeletePropagationForeground
-	if err := ri.Delete(ctx, o.GetName(), metav1.DeleteOptions{PropagationPolicy: &fg}); err != nil && !apierrors.IsNotFound(err) {
+	// Background: the object goes now, the garbage collector takes its
+	// dependents (a DaemonSet's pods) after.
+	bg := metav1.DeletePropagationBackground
+	if err := ri.Delete(ctx, o.GetName(), metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("%s: deleting %s %s: %w", s.name, o.GetKind(), key(o), err)
 	}
 	return nil

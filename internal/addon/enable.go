@@ -188,7 +188,13 @@ func (o *EnableOptions) plan(ctx context.Context) (*plan, error) {
 	if stringAt(merged, "agent", "otlp", "endpoint") == "" && boolAt(merged, "agent", "enabled") {
 		switch t := stringAt(merged, "estimator", "otlp", "service", "type"); t {
 		case "NodePort", "LoadBalancer":
-			p.autoEndpoint = t
+			// Installed already: the Service has its address now, and
+			// the rendering is final before anything is applied.
+			if ep, err := otlpEndpoint(ctx, host, o.Namespace, t, 0); err == nil {
+				setPath(p.values, ep, "agent", "otlp", "endpoint")
+			} else {
+				p.autoEndpoint = t
+			}
 		default:
 			return nil, fmt.Errorf("agent.otlp.endpoint is required with estimator.otlp.service.type=%s: give the host:port at which the members reach the estimator (your gateway), or use NodePort or LoadBalancer", t)
 		}
@@ -391,7 +397,7 @@ func ensureNamespace(ctx context.Context, s *apiServer, ns string) error {
 // Ready node's InternalIP and the node port, or the load balancer.
 func otlpEndpoint(ctx context.Context, host *apiServer, ns, typ string, timeout time.Duration) (string, error) {
 	var ep string
-	err := wait.PollUntilContextTimeout(ctx, time.Second, timeout, true, func(ctx context.Context) (bool, error) {
+	try := func(ctx context.Context) (bool, error) {
 		svc, err := host.kube.CoreV1().Services(ns).Get(ctx, estimatorName, metav1.GetOptions{})
 		if err != nil || len(svc.Spec.Ports) == 0 {
 			return false, nil
@@ -429,7 +435,14 @@ func otlpEndpoint(ctx context.Context, host *apiServer, ns, typ string, timeout 
 			}
 		}
 		return false, nil
-	})
+	}
+	if timeout <= 0 { // one look, no wait
+		if ok, _ := try(ctx); ok {
+			return ep, nil
+		}
+		return "", errors.New("no address yet")
+	}
+	err := wait.PollUntilContextTimeout(ctx, time.Second, timeout, true, try)
 	if err != nil {
 		return "", fmt.Errorf("host cluster: no address of the %s Service %s/%s for the agents within %s; set agent.otlp.endpoint: %w", typ, ns, estimatorName, timeout, err)
 	}

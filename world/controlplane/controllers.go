@@ -78,6 +78,36 @@ func (c *Cluster) startControllers(ctx context.Context, bins Paths) error {
 	return nil
 }
 
+// startKarmadaControllers starts the kube-controller-manager that Karmada
+// runs beside the karmada-apiserver, with Karmada's controllers (no
+// scheduler, no node or workload controllers): namespaces are finalized and
+// dependents collected there as in a real Karmada control plane.
+func (c *Cluster) startKarmadaControllers(bins Paths) error {
+	kcmConfig := filepath.Join(c.dir, "kube-controller-manager.kubeconfig")
+	if err := c.WriteKubeconfig(kcmConfig, "system:kube-controller-manager"); err != nil {
+		return err
+	}
+	kcm, err := startProcess("kube-controller-manager "+c.Name, bins.KubeControllerManager, []string{
+		"--kubeconfig=" + kcmConfig,
+		"--authentication-kubeconfig=" + kcmConfig,
+		"--authorization-kubeconfig=" + kcmConfig,
+		// Karmada's list (its operator and chart).
+		"--controllers=namespace,garbagecollector,serviceaccount-token,ttl-after-finished,bootstrapsigner,csrapproving,csrcleaner,csrsigning,clusterrole-aggregation",
+		"--use-service-account-credentials=true",
+		"--service-account-private-key-file=" + c.SAKeyFile,
+		"--root-ca-file=" + c.ServingCAFile,
+		"--cluster-name=" + c.Name,
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--profiling=false",
+	}, filepath.Join(c.dir, "kube-controller-manager.log"))
+	if err != nil {
+		return err
+	}
+	c.controllers = append(c.controllers, kcm)
+	return nil
+}
+
 func isDone(p *process) bool {
 	select {
 	case <-p.done:

@@ -69,7 +69,10 @@ type Config struct {
 	// also runs kube-controller-manager and kube-scheduler, authenticates
 	// client certificates of the control plane's CA (Cluster.WriteKubeconfig),
 	// authorizes kubelets with the Node authorizer and admits pods with their
-	// ServiceAccounts. The host stays an API server only, as Karmada's is.
+	// ServiceAccounts. The host, as Karmada's karmada-apiserver, accepts the
+	// same client certificates (the CA is karmada-cert's, ControlPlane.ClientCA)
+	// and runs a kube-controller-manager with Karmada's controllers only
+	// (namespace, garbage collector, tokens); no kubelets, no scheduler.
 	Nodes bool
 }
 
@@ -312,6 +315,9 @@ func (cp *ControlPlane) start(ctx context.Context, cfg Config, timeout time.Dura
 				errs[i] = fmt.Errorf("controlplane: installing CRDs into %s: %w", HostName, err)
 			}
 			tCRD = time.Since(t0)
+			if errs[i] == nil && c.ca != nil {
+				errs[i] = c.startKarmadaControllers(cp.Binaries)
+			}
 		}()
 	}
 	wg.Wait()

@@ -30,6 +30,9 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- /* Which rendering an object is from: a host cluster that is also a member
+holds both, and each release manages only its own. */}}
+flowplace.io/install-mode: {{ .root.Values.installMode }}
 {{- with .root.Values.global.commonLabels }}
 {{ toYaml . }}
 {{- end }}
