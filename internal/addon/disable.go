@@ -47,6 +47,9 @@ func Disable(ctx context.Context, o DisableOptions) error {
 			return err
 		}
 	}
+	if err := deleteRelease(ctx, host, o.Namespace); err != nil {
+		return err
+	}
 	if o.Purge {
 		crds, err := karmada.dyn.Resource(crdGVR).List(ctx, metav1.ListOptions{LabelSelector: partOfLabel + "=flowplace"})
 		if err != nil {

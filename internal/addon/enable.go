@@ -53,6 +53,8 @@ type plan struct {
 	members       []member
 	hostObjs      *charts.Rendered
 	karmadaObjs   *charts.Rendered
+	// user are the values given (or recorded by the last enable).
+	user map[string]any
 	// autoEndpoint: the agents' OTLP endpoint is read from the Service
 	// once it exists (NodePort or LoadBalancer, no agent.otlp.endpoint).
 	autoEndpoint string
@@ -115,6 +117,9 @@ func Enable(ctx context.Context, o EnableOptions) error {
 	if rh.Pruned, err = p.host.prune(ctx, charts.ModeHost, charts.DefaultReleaseName, p.hostObjs.Objects); err != nil {
 		return err
 	}
+	if err := writeRelease(ctx, p.host, o.Namespace, p.user); err != nil {
+		return err
+	}
 	o.logf("flowplace: karmada-apiserver: %d applied, %d changed, %d pruned; host cluster: %d applied, %d changed, %d pruned",
 		rk.Applied, rk.Changed, rk.Pruned, rh.Applied, rh.Changed, rh.Pruned)
 	if err := waitComponents(ctx, p.host, o.Namespace, p.hostObjs, o.PodTimeout, o.logf); err != nil {
@@ -147,6 +152,18 @@ func (o *EnableOptions) plan(ctx context.Context) (*plan, error) {
 		return nil, err
 	}
 	p := &plan{host: host, karmada: karmada}
+	if len(o.ValueFiles) == 0 && len(o.SetValues) == 0 {
+		// No values given (karmadactl gives none): keep the installed ones.
+		rec, err := readRelease(ctx, host, o.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		if rec != nil {
+			o.logf("flowplace: reusing the values of the installed release (give -f or --set to replace them)")
+			user = rec
+		}
+	}
+	p.user = user
 
 	karmadaCA, err := readKarmadaCA(ctx, host, o.Namespace)
 	if err != nil {

@@ -50,30 +50,37 @@ import (
 
 var runtimeConverter = runtime.DefaultUnstructuredConverter
 
-// TestAddonInstallsFlowplace installs flowplace with `flowplace addons
-// enable` on two member clusters with kubelet nodes, member1 doubling as the
-// Karmada host cluster, plus a karmada-apiserver with Karmada's CRDs. What
-// Karmada would propagate to the members, the test propagates itself,
-// exactly as the chart's policies select it. The estimator pods run from the
-// built image with the chart's Secrets; the agents export over the chart's
-// mTLS; status turns healthy; a second enable changes nothing; one member's
-// identity cannot speak for the other; disable leaves only the CRDs, and
-// --purge removes them.
-func TestAddonInstallsFlowplace(t *testing.T) {
-	const injected = 20 * time.Millisecond
+// addonWorld is a fleet ready for `addons enable`: member1 doubles as the
+// Karmada host cluster with karmada-system and karmada-cert as karmadactl
+// init leaves them, members registered as Karmada Clusters.
+type addonWorld struct {
+	f                *fleet.Fleet
+	imgs             []images.Image
+	karmada          *controlplane.Cluster
+	hostCluster      *controlplane.Cluster
+	opts             addon.EnableOptions
+	progress         *bytes.Buffer
+	memberKubeconfig string
+	dir              string
+}
+
+const addonInjectedRTT = 20 * time.Millisecond
+
+func startAddonWorld(t *testing.T, addrBase uint8) *addonWorld {
+	t.Helper()
+	injected := addonInjectedRTT
 	imgs := fleet.ImagesForTest(t, images.Pause, images.Busybox, images.Agent, images.Estimator)
 	f := fleet.StartForTest(t, fleet.Config{
 		Clusters: []string{"member1", "member2"},
 		ExtraRTT: map[wan.Pair]time.Duration{{A: "member1", B: "member2"}: injected},
 		QuickACK: true,
-		AddrBase: 85,
+		AddrBase: addrBase,
 		Images:   imgs,
 	})
 	ctx := context.Background()
 	cp := f.ControlPlane
 	karmada := cp.Host
 	hostCluster := f.Member("member1") // the Karmada host cluster
-	m1, m2 := f.Member("member1").Client, f.Member("member2").Client
 	if err := cp.RegisterMembers(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +138,26 @@ func TestAddonInstallsFlowplace(t *testing.T) {
 		PodTimeout: 3 * time.Minute,
 		ValueFiles: []string{valuesFile},
 	}
+	return &addonWorld{f: f, imgs: imgs, karmada: karmada, hostCluster: hostCluster, opts: opts, progress: &progress,
+		memberKubeconfig: memberKubeconfig, dir: dir}
+}
+
+// TestAddonInstallsFlowplace installs flowplace with `flowplace addons
+// enable` on two member clusters with kubelet nodes, member1 doubling as the
+// Karmada host cluster, plus a karmada-apiserver with Karmada's CRDs. What
+// Karmada would propagate to the members, the test propagates itself,
+// exactly as the chart's policies select it. The estimator pods run from the
+// built image with the chart's Secrets; the agents export over the chart's
+// mTLS; status turns healthy; a second enable changes nothing; one member's
+// identity cannot speak for the other; disable leaves only the CRDs, and
+// --purge removes them.
+func TestAddonInstallsFlowplace(t *testing.T) {
+	const injected = addonInjectedRTT
+	w := startAddonWorld(t, 85)
+	f, imgs, karmada, hostCluster, opts, dir := w.f, w.imgs, w.karmada, w.hostCluster, w.opts, w.dir
+	progress, memberKubeconfig := w.progress, w.memberKubeconfig
+	ctx := context.Background()
+	m1, m2 := f.Member("member1").Client, f.Member("member2").Client
 	hostDyn, karmadaDyn := hostCluster.Dynamic, karmada.Dynamic
 
 	t.Run("bad input changes nothing", func(t *testing.T) {
