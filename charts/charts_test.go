@@ -223,3 +223,17 @@ func convert(t *testing.T, u *unstructured.Unstructured, into any) {
 		t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
 	}
 }
+
+func TestAgentWithoutAdoption(t *testing.T) {
+	v := testValues()
+	v["agent"].(map[string]any)["adoptExisting"] = false
+	var ds appsv1.DaemonSet
+	convert(t, render(t, ModeKarmada, v).Find("DaemonSet", "flowplace-agent"), &ds)
+	c := ds.Spec.Template.Spec.Containers[0]
+	if got := c.SecurityContext.Capabilities.Add; !slices.Equal(got, []corev1.Capability{"BPF", "PERFMON", "NET_ADMIN"}) {
+		t.Errorf("capabilities without adoption: %v, want no SYS_ADMIN", got)
+	}
+	if !slices.Contains(c.Args, "--adopt-existing=false") {
+		t.Errorf("args %v lack --adopt-existing=false", c.Args)
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	flowplacev1alpha1 "github.com/flowplace/flowplace/api/v1alpha1"
+	"github.com/flowplace/flowplace/charts"
 	"github.com/flowplace/flowplace/scheduler-plugin/model"
 	"github.com/flowplace/flowplace/scheduler-plugin/model/modeltest"
 	"github.com/flowplace/flowplace/scheduler-plugin/source"
@@ -49,12 +50,17 @@ func TestCustomKarmadaScheduler(t *testing.T) {
 	if bin == "" {
 		t.Skipf("%s not set: build scheduler-plugin/karmada/cmd/karmada-scheduler against Karmada's source to run this", SchedulerEnv)
 	}
-	cp := controlplane.StartForTest(t, controlplane.Config{CRDDirs: []string{"../../api/crds"}})
+	// Nodes: the API server takes client certificates, so the scheduler
+	// runs as its own user with the chart's ClusterRole, not as an admin.
+	cp := controlplane.StartForTest(t, controlplane.Config{CRDDirs: []string{"../../api/crds"}, Nodes: true})
 	ctx := t.Context()
 	dc := cp.Host.Dynamic
-	if _, err := cp.Host.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+	for _, n := range []string{ns, "karmada-system"} {
+		if _, err := cp.Host.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	kubeconfig := schedulerIdentity(t, cp)
 
 	// Ready clusters that serve Deployments, as karmada-controller-manager
 	// would report them.
@@ -127,8 +133,8 @@ profiles:
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(bin, "--kubeconfig="+cp.Host.Kubeconfig, "--scheduler-name="+schedulerName,
-		"--leader-elect=false", "--leader-elect-resource-name=flowplace-scheduler",
+	cmd := exec.Command(bin, "--kubeconfig="+kubeconfig, "--scheduler-name="+schedulerName,
+		"--leader-elect=true", "--leader-elect-resource-name=flowplace-scheduler", "--leader-elect-resource-namespace=karmada-system",
 		"--metrics-bind-address=127.0.0.1:"+freePort(t), "--health-probe-bind-address=127.0.0.1:"+freePort(t), "-v=4")
 	cmd.Env = append(os.Environ(), "FLOWPLACE_SCHEDULER_CONFIG="+cfgPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -245,6 +251,12 @@ profiles:
 		line, _, _ := strings.Cut(string(b[i:]), "\n")
 		t.Logf("scheduler log: %s", line)
 	}
+	// The chart's ClusterRole is enough: nothing was refused.
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "forbidden") {
+			t.Errorf("the scheduler, as system:flowplace:scheduler with the chart's RBAC, was refused: %s", l)
+		}
+	}
 }
 
 // waitPlaced waits up to 60 s for the named bindings to get clusters and
@@ -338,4 +350,44 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// schedulerIdentity applies the chart's RBAC for the scheduler and returns a
+// kubeconfig of its user (system:flowplace:scheduler).
+func schedulerIdentity(t *testing.T, cp *controlplane.ControlPlane) string {
+	t.Helper()
+	r, err := charts.Render(charts.RenderOptions{Mode: charts.ModeKarmada, Namespace: "karmada-system", Values: map[string]any{
+		"estimator": map[string]any{"enabled": false}, "agent": map[string]any{"enabled": false},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rbac := schema.GroupVersion{Group: "rbac.authorization.k8s.io", Version: "v1"}
+	gvrs := map[string]schema.GroupVersionResource{
+		"ClusterRole": rbac.WithResource("clusterroles"), "ClusterRoleBinding": rbac.WithResource("clusterrolebindings"),
+		"Role": rbac.WithResource("roles"), "RoleBinding": rbac.WithResource("rolebindings"),
+	}
+	n := 0
+	for _, o := range r.Objects {
+		gvr, ok := gvrs[o.GetKind()]
+		if !ok {
+			continue
+		}
+		ri := dynamic.ResourceInterface(cp.Host.Dynamic.Resource(gvr))
+		if o.GetNamespace() != "" {
+			ri = cp.Host.Dynamic.Resource(gvr).Namespace(o.GetNamespace())
+		}
+		if _, err := ri.Apply(t.Context(), o.GetName(), o, metav1.ApplyOptions{FieldManager: "test", Force: true}); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 4 {
+		t.Fatalf("the chart renders %d RBAC objects for the scheduler, want 4", n)
+	}
+	path := filepath.Join(t.TempDir(), "scheduler.kubeconfig")
+	if err := cp.Host.WriteKubeconfig(path, "system:flowplace:scheduler"); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
