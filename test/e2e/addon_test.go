@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -62,6 +63,7 @@ type addonWorld struct {
 	progress         *bytes.Buffer
 	memberKubeconfig string
 	dir              string
+	scheduler        bool // the karmada-scheduler's image is at hand and runs
 }
 
 const addonInjectedRTT = 20 * time.Millisecond
@@ -70,6 +72,10 @@ func startAddonWorld(t *testing.T, addrBase uint8) *addonWorld {
 	t.Helper()
 	injected := addonInjectedRTT
 	imgs := fleet.ImagesForTest(t, images.Pause, images.Busybox, images.Agent, images.Estimator)
+	scheduler := schedulerImage(t)
+	if scheduler != nil {
+		imgs = append(imgs, *scheduler)
+	}
 	f := fleet.StartForTest(t, fleet.Config{
 		Clusters: []string{"member1", "member2"},
 		ExtraRTT: map[wan.Pair]time.Duration{{A: "member1", B: "member2"}: injected},
@@ -117,8 +123,8 @@ func startAddonWorld(t *testing.T, addrBase uint8) *addonWorld {
 			"resources": map[string]any{"requests": map[string]any{"cpu": "10m", "memory": "32Mi"}},
 		},
 		// Its image needs Karmada's source (make images KARMADA_SOURCE=...):
-		// here the Deployment is validated, and its RBAC and config are
-		// checked by running the root module's model source with them.
+		// without it the Deployment is validated, and its RBAC and config
+		// are checked by running the root module's model source with them.
 		"scheduler": map[string]any{"replicas": 0},
 		"agent": map[string]any{
 			"image":        image(images.Agent),
@@ -126,6 +132,14 @@ func startAddonWorld(t *testing.T, addrBase uint8) *addonWorld {
 			"otlp":         map[string]any{"exportInterval": "1s"},
 			"resources":    map[string]any{"requests": map[string]any{"cpu": "10m", "memory": "32Mi"}},
 		},
+	}
+	if scheduler != nil {
+		repo, tag, _ := strings.Cut(strings.TrimPrefix(scheduler.Ref, "docker.io/"), ":")
+		values["scheduler"] = map[string]any{
+			"replicas":  1,
+			"image":     map[string]any{"registry": "docker.io", "repository": repo, "tag": tag, "pullPolicy": "Never"},
+			"resources": map[string]any{"requests": map[string]any{"cpu": "10m", "memory": "32Mi"}},
+		}
 	}
 	valuesFile := filepath.Join(dir, "values.yaml")
 	writeYAML(t, valuesFile, values)
@@ -139,7 +153,7 @@ func startAddonWorld(t *testing.T, addrBase uint8) *addonWorld {
 		ValueFiles: []string{valuesFile},
 	}
 	return &addonWorld{f: f, imgs: imgs, karmada: karmada, hostCluster: hostCluster, opts: opts, progress: &progress,
-		memberKubeconfig: memberKubeconfig, dir: dir}
+		memberKubeconfig: memberKubeconfig, dir: dir, scheduler: scheduler != nil}
 }
 
 // TestAddonInstallsFlowplace installs flowplace with `flowplace addons
@@ -447,6 +461,29 @@ func TestAddonInstallsFlowplace(t *testing.T) {
 			t.Errorf("model source sees %v clusters, want 2", src.Snapshot())
 		}
 	})
+
+	if w.scheduler {
+		t.Run("the scheduler's pod runs with the chart's RBAC", func(t *testing.T) {
+			var logs string
+			err := wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+				l, err := hostCluster.Client.CoreV1().Pods(addon.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=flowplace-scheduler"})
+				if err != nil || len(l.Items) != 1 {
+					return false, nil
+				}
+				b, err := hostCluster.Client.CoreV1().Pods(addon.DefaultNamespace).GetLogs(l.Items[0].Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+				logs = string(b)
+				return err == nil && strings.Contains(logs, "flowplace plugins ready"), nil
+			})
+			if err != nil {
+				t.Fatalf("scheduler pod did not say its plugins are ready: %v\n%s", err, tailString(logs, 4000))
+			}
+			for _, l := range strings.Split(logs, "\n") {
+				if strings.Contains(l, "forbidden") {
+					t.Errorf("scheduler refused: %s", l)
+				}
+			}
+		})
+	}
 
 	t.Run("without one rule the estimator says what it may not do", func(t *testing.T) {
 		// Stop the installed replicas, remove the rule that lets the
@@ -938,4 +975,31 @@ func syncRead(b *bytes.Buffer) []byte {
 	logMu.Lock()
 	defer logMu.Unlock()
 	return bytes.Clone(b.Bytes())
+}
+
+// SchedulerImageEnv names the flowplace-karmada-scheduler image tarball of
+// `make images KARMADA_SOURCE=...`; with it the install test runs the
+// scheduler's Deployment too (CI cannot build it: no Karmada source).
+const SchedulerImageEnv = "FLOWPLACE_KARMADA_SCHEDULER_IMAGE"
+
+func schedulerImage(t *testing.T) *images.Image {
+	t.Helper()
+	path := os.Getenv(SchedulerImageEnv)
+	if path == "" {
+		return nil
+	}
+	// A docker archive names its tag in manifest.json.
+	out, err := exec.Command("tar", "-xOf", path, "manifest.json").Output()
+	if err != nil {
+		t.Fatalf("%s=%s: %v", SchedulerImageEnv, path, err)
+	}
+	var m []struct{ RepoTags []string }
+	if err := json.Unmarshal(out, &m); err != nil || len(m) != 1 || len(m[0].RepoTags) != 1 {
+		t.Fatalf("%s: manifest.json %s: %v", path, out, err)
+	}
+	ref := m[0].RepoTags[0]
+	if !strings.HasPrefix(ref, "docker.io/") {
+		ref = "docker.io/" + ref
+	}
+	return &images.Image{Name: "flowplace-karmada-scheduler", Ref: ref, Tarball: path}
 }
