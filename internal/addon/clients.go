@@ -79,3 +79,14 @@ func caPEM(rc *rest.Config) ([]byte, error) {
 	}
 	return nil, nil
 }
+
+// connectBoth reaches the Karmada host cluster and the karmada-apiserver.
+func (o *GlobalOptions) connectBoth(ctx context.Context) (host, karmada *apiServer, err error) {
+	if host, err = connect(ctx, "host cluster", o.KubeConfig, o.Context); err != nil {
+		return nil, nil, err
+	}
+	if karmada, err = connect(ctx, "karmada-apiserver", o.KarmadaConfig, o.KarmadaContext); err != nil {
+		return nil, nil, err
+	}
+	return host, karmada, nil
+}

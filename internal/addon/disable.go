@@ -22,11 +22,7 @@ var runtimeConverter = runtime.DefaultUnstructuredConverter
 // CRDs, and the ClusterLatency and WorkloadTraffic objects in them, stay
 // unless Purge.
 func Disable(ctx context.Context, o DisableOptions) error {
-	host, err := connect(ctx, "host cluster", o.KubeConfig, o.Context)
-	if err != nil {
-		return err
-	}
-	karmada, err := connect(ctx, "karmada-apiserver", o.KarmadaConfig, o.KarmadaContext)
+	host, karmada, err := o.connectBoth(ctx)
 	if err != nil {
 		return err
 	}

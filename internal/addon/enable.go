@@ -143,11 +143,7 @@ func (o *EnableOptions) plan(ctx context.Context) (*plan, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	host, err := connect(ctx, "host cluster", o.KubeConfig, o.Context)
-	if err != nil {
-		return nil, err
-	}
-	karmada, err := connect(ctx, "karmada-apiserver", o.KarmadaConfig, o.KarmadaContext)
+	host, karmada, err := o.connectBoth(ctx)
 	if err != nil {
 		return nil, err
 	}

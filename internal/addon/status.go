@@ -74,11 +74,7 @@ var ErrUnhealthy = errors.New("flowplace is not healthy")
 // Status checks, per component and per member, what is installed, whether it
 // is ready, and how fresh the published data is.
 func Status(ctx context.Context, o GlobalOptions) (*Report, error) {
-	host, err := connect(ctx, "host cluster", o.KubeConfig, o.Context)
-	if err != nil {
-		return nil, err
-	}
-	karmada, err := connect(ctx, "karmada-apiserver", o.KarmadaConfig, o.KarmadaContext)
+	host, karmada, err := o.connectBoth(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -108,19 +108,7 @@ func waitAgents(t *testing.T, c kubernetes.Interface, nodes int) {
 
 // agentPodsReport describes the agent pods and the tail of their logs.
 func agentPodsReport(c kubernetes.Interface) string {
-	ctx := context.Background()
-	l, err := c.CoreV1().Pods(manifests.DefaultNamespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return err.Error()
-	}
-	var b strings.Builder
-	tail := int64(30)
-	for _, p := range l.Items {
-		fmt.Fprintf(&b, "pod %s on %s: %s %+v\n", p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.ContainerStatuses)
-		logs, err := c.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: &tail}).DoRaw(ctx)
-		fmt.Fprintf(&b, "--- logs (%v) ---\n%s\n", err, logs)
-	}
-	return b.String()
+	return podsReport(c, manifests.DefaultNamespace, "")
 }
 
 // echoCartAcross runs cart (an echo server) in member2 and gives member1 a

@@ -26,22 +26,8 @@ func (c *Cluster) startControllers(ctx context.Context, bins Paths) error {
 	if err := c.WriteKubeconfig(schedConfig, "system:kube-scheduler"); err != nil {
 		return err
 	}
-	kcm, err := startProcess("kube-controller-manager "+c.Name, bins.KubeControllerManager, []string{
-		"--kubeconfig=" + kcmConfig,
-		"--authentication-kubeconfig=" + kcmConfig,
-		"--authorization-kubeconfig=" + kcmConfig,
-		// One identity per controller, as in production: each is bound
-		// to its own role, and a pod-creating controller's requests are
-		// authorized as that controller.
-		"--use-service-account-credentials=true",
-		"--service-account-private-key-file=" + c.SAKeyFile,
-		"--root-ca-file=" + c.ServingCAFile,
-		"--cluster-name=" + c.Name,
-		"--leader-elect=false",
-		// Nothing scrapes it; a port per cluster would only collide.
-		"--secure-port=0",
-		"--profiling=false",
-	}, filepath.Join(c.dir, "kube-controller-manager.log"))
+	kcm, err := startProcess("kube-controller-manager "+c.Name, bins.KubeControllerManager, c.controllerManagerArgs(kcmConfig),
+		filepath.Join(c.dir, "kube-controller-manager.log"))
 	if err != nil {
 		return err
 	}
@@ -87,25 +73,36 @@ func (c *Cluster) startKarmadaControllers(bins Paths) error {
 	if err := c.WriteKubeconfig(kcmConfig, "system:kube-controller-manager"); err != nil {
 		return err
 	}
-	kcm, err := startProcess("kube-controller-manager "+c.Name, bins.KubeControllerManager, []string{
-		"--kubeconfig=" + kcmConfig,
-		"--authentication-kubeconfig=" + kcmConfig,
-		"--authorization-kubeconfig=" + kcmConfig,
-		// Karmada's list (its operator and chart).
-		"--controllers=namespace,garbagecollector,serviceaccount-token,ttl-after-finished,bootstrapsigner,csrapproving,csrcleaner,csrsigning,clusterrole-aggregation",
-		"--use-service-account-credentials=true",
-		"--service-account-private-key-file=" + c.SAKeyFile,
-		"--root-ca-file=" + c.ServingCAFile,
-		"--cluster-name=" + c.Name,
-		"--leader-elect=false",
-		"--secure-port=0",
-		"--profiling=false",
-	}, filepath.Join(c.dir, "kube-controller-manager.log"))
+	// Karmada's list (its operator and chart).
+	args := append(c.controllerManagerArgs(kcmConfig),
+		"--controllers=namespace,garbagecollector,serviceaccount-token,ttl-after-finished,bootstrapsigner,csrapproving,csrcleaner,csrsigning,clusterrole-aggregation")
+	kcm, err := startProcess("kube-controller-manager "+c.Name, bins.KubeControllerManager, args,
+		filepath.Join(c.dir, "kube-controller-manager.log"))
 	if err != nil {
 		return err
 	}
 	c.controllers = append(c.controllers, kcm)
 	return nil
+}
+
+// controllerManagerArgs are kube-controller-manager's flags for this cluster.
+func (c *Cluster) controllerManagerArgs(kubeconfig string) []string {
+	return []string{
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
+		// One identity per controller, as in production: each is bound
+		// to its own role, and a pod-creating controller's requests are
+		// authorized as that controller.
+		"--use-service-account-credentials=true",
+		"--service-account-private-key-file=" + c.SAKeyFile,
+		"--root-ca-file=" + c.ServingCAFile,
+		"--cluster-name=" + c.Name,
+		"--leader-elect=false",
+		// Nothing scrapes it; a port per cluster would only collide.
+		"--secure-port=0",
+		"--profiling=false",
+	}
 }
 
 func isDone(p *process) bool {
