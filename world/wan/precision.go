@@ -16,9 +16,11 @@ const (
 	// kernel samples (handshakes, srtt, the probes' histograms) exceeds the
 	// injected RTT: the hub's release lateness (busy-wait, SCHED_FIFO) plus
 	// two TUN traversals and softirq work, and a wake-up from idle when
-	// samples are spaced. [handshake median +26..+151 µs,
-	// probe histogram mean +34..+200 µs]
-	MedianBias = 300 * time.Microsecond
+	// samples are spaced; with both cores busy (CI runs the fleet and
+	// install tests, kubelets and containerd beside these) softirq work
+	// waits longest. [handshake median +26..+151 µs idle, +358 µs in CI
+	// with the install tests in parallel; probe histogram mean +34..+200 µs]
+	MedianBias = 500 * time.Microsecond
 
 	// AppMedianBias bounds the same for a median round trip timed by an
 	// application (request written, response read): MedianBias plus a
