@@ -237,3 +237,17 @@ func TestAgentWithoutAdoption(t *testing.T) {
 		t.Errorf("args %v lack --adopt-existing=false", c.Args)
 	}
 }
+
+func TestCommonLabelsReachPods(t *testing.T) {
+	v := testValues()
+	v["global"] = map[string]any{"commonLabels": map[string]any{"team": "net"}}
+	for _, c := range []struct{ mode, kind, name string }{
+		{ModeHost, "Deployment", "flowplace-estimator"}, {ModeHost, "Deployment", "flowplace-scheduler"}, {ModeKarmada, "DaemonSet", "flowplace-agent"},
+	} {
+		o := render(t, c.mode, v).Find(c.kind, c.name)
+		l, _, _ := unstructured.NestedStringMap(o.Object, "spec", "template", "metadata", "labels")
+		if o.GetLabels()["team"] != "net" || l["team"] != "net" {
+			t.Errorf("%s %s: object labels %v, pod labels %v; want team=net on both", c.kind, c.name, o.GetLabels(), l)
+		}
+	}
+}
