@@ -39,14 +39,15 @@ const (
 
 // MeanTolerance bounds how far above the injected RTT the mean of n kernel
 // RTT samples across a QuickACK topology may lie: MedianBias for every
-// sample plus MaxStall for up to one sample in ten (measured: fewer than
-// one in a hundred samples is late by more than MedianBias at load 9). A
-// mean is never below the injected RTT.
+// sample plus MaxStall for up to one sample in five (measured: fewer than
+// one in a hundred samples is late by more than MedianBias at load 9, but a
+// soak with a compile beside the suite's fleet tests moved a mean of 48 by
+// 1.23 ms, some 7 stalled samples). A mean is never below the injected RTT.
 func MeanTolerance(n int) time.Duration {
 	if n <= 0 {
 		return MaxStall + MedianBias
 	}
-	stalled := (n + 9) / 10
+	stalled := (n + 4) / 5
 	return MedianBias + time.Duration(int64(MaxStall)*int64(stalled)/int64(n))
 }
 
