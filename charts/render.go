@@ -3,6 +3,7 @@ package charts
 import (
 	"errors"
 	"fmt"
+	"path"
 	"sort"
 	"strings"
 
@@ -103,7 +104,7 @@ func RenderChart(c *chart.Chart, o RenderOptions) (*Rendered, error) {
 			r.Notes = strings.TrimSpace(content)
 			continue
 		}
-		if strings.HasPrefix(pathBase(name), "_") || strings.TrimSpace(content) == "" {
+		if strings.HasPrefix(path.Base(name), "_") || strings.TrimSpace(content) == "" {
 			continue
 		}
 		manifests[name] = content
@@ -131,13 +132,6 @@ func RenderChart(c *chart.Chart, o RenderOptions) (*Rendered, error) {
 		r.Objects = append(r.Objects, u)
 	}
 	return r, nil
-}
-
-func pathBase(p string) string {
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		return p[i+1:]
-	}
-	return p
 }
 
 // Find returns the rendered object of kind and name (any namespace), or nil.

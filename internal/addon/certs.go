@@ -1,7 +1,6 @@
 package addon
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -127,12 +126,11 @@ func (a *authority) issue(req leafRequest, now time.Time) (certPEM, keyPEM []byt
 // keepOrIssue returns the installed certificate and key when they still
 // fit req (same CA, subject, names, usage; not due for renewal), so that a
 // second enable changes nothing; else a new pair.
-func (a *authority) keepOrIssue(req leafRequest, certPEM, keyPEM []byte, now time.Time) (cert, key []byte, kept bool, err error) {
+func (a *authority) keepOrIssue(req leafRequest, certPEM, keyPEM []byte, now time.Time) (cert, key []byte, err error) {
 	if a.fits(req, certPEM, keyPEM, now) {
-		return certPEM, keyPEM, true, nil
+		return certPEM, keyPEM, nil
 	}
-	cert, key, err = a.issue(req, now)
-	return cert, key, false, err
+	return a.issue(req, now)
 }
 
 func (a *authority) fits(req leafRequest, certPEM, keyPEM []byte, now time.Time) bool {
@@ -165,12 +163,6 @@ func (a *authority) fits(req leafRequest, certPEM, keyPEM []byte, now time.Time)
 		want = x509.ExtKeyUsageServerAuth
 	}
 	return len(c.ExtKeyUsage) == 1 && c.ExtKeyUsage[0] == want
-}
-
-// sameAs reports whether certPEM is a CA certificate equal to a's.
-func (a *authority) sameAs(certPEM []byte) bool {
-	c, err := parseCert(certPEM)
-	return err == nil && bytes.Equal(c.Raw, a.cert.Raw)
 }
 
 // clusterIdentityURI is the URI SAN the estimator binds a client to.

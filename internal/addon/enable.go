@@ -15,14 +15,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/flowplace/flowplace/charts"
+	"github.com/flowplace/flowplace/estimator"
 )
-
-// ClusterGVR is Karmada's member cluster resource.
-var ClusterGVR = schema.GroupVersionResource{Group: "cluster.karmada.io", Version: "v1alpha1", Resource: "clusters"}
 
 // Names of the objects enable reads back to keep their certificates.
 const (
@@ -250,9 +247,9 @@ func readKarmadaCA(ctx context.Context, host *apiServer, ns string) (*authority,
 
 // chooseMembers resolves -C, or agent.clusterSelector, or all members.
 func (o *GlobalOptions) chooseMembers(ctx context.Context, karmada *apiServer, user map[string]any) ([]member, error) {
-	list, err := karmada.dyn.Resource(ClusterGVR).List(ctx, metav1.ListOptions{})
+	list, err := karmada.dyn.Resource(estimator.ClusterGVR).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("karmada-apiserver: listing member clusters (%s): %w", ClusterGVR.GroupResource(), err)
+		return nil, fmt.Errorf("karmada-apiserver: listing member clusters (%s): %w", estimator.ClusterGVR.GroupResource(), err)
 	}
 	byName := map[string]*unstructured.Unstructured{}
 	var all []string
@@ -358,7 +355,7 @@ func (o *EnableOptions) certificates(ctx context.Context, p *plan, karmadaCA *au
 		dns = append(dns, serverName)
 	}
 	d := read(p.host, ns, estimatorOTLPSecret)
-	crt, key, _, err := otlpCA.keepOrIssue(leafRequest{CommonName: estimatorName, DNSNames: dns, Server: true}, d["tls.crt"], d["tls.key"], now)
+	crt, key, err := otlpCA.keepOrIssue(leafRequest{CommonName: estimatorName, DNSNames: dns, Server: true}, d["tls.crt"], d["tls.key"], now)
 	if err != nil {
 		return err
 	}
@@ -370,7 +367,7 @@ func (o *EnableOptions) certificates(ctx context.Context, p *plan, karmadaCA *au
 		{"scheduler", schedulerName + karmadaConfigSuffix, schedulerUser},
 	} {
 		d := read(p.host, ns, c.secret)
-		crt, key, _, err := karmadaCA.keepOrIssue(leafRequest{CommonName: c.user}, d["tls.crt"], d["tls.key"], now)
+		crt, key, err := karmadaCA.keepOrIssue(leafRequest{CommonName: c.user}, d["tls.crt"], d["tls.key"], now)
 		if err != nil {
 			return err
 		}
@@ -382,7 +379,7 @@ func (o *EnableOptions) certificates(ctx context.Context, p *plan, karmadaCA *au
 	for _, m := range p.members {
 		d := read(p.karmada, agentNS, identitySecretStem+m.Name)
 		req := leafRequest{CommonName: "flowplace-agent." + m.Name, Organization: []string{"flowplace:agents"}, URIs: []string{clusterIdentityURI(m.ID)}}
-		crt, key, _, err := otlpCA.keepOrIssue(req, d["tls.crt"], d["tls.key"], now)
+		crt, key, err := otlpCA.keepOrIssue(req, d["tls.crt"], d["tls.key"], now)
 		if err != nil {
 			return err
 		}

@@ -18,11 +18,11 @@ import (
 
 	flowplacev1alpha1 "github.com/flowplace/flowplace/api/v1alpha1"
 	"github.com/flowplace/flowplace/charts"
+	"github.com/flowplace/flowplace/estimator"
 )
 
 var (
 	propagationPolicyGVR = schema.GroupVersionResource{Group: "policy.karmada.io", Version: "v1alpha1", Resource: "propagationpolicies"}
-	resourceBindingGVR   = schema.GroupVersionResource{Group: "work.karmada.io", Version: "v1alpha2", Resource: "resourcebindings"}
 )
 
 // Check is one line of `status`.
@@ -129,13 +129,18 @@ func (o *GlobalOptions) status(ctx context.Context, host, karmada *apiServer, no
 		add(Check{Component: "crds", Where: "karmada-apiserver", Healthy: len(missing) == 0, Detail: detail})
 	}
 
-	agentNS := stringAt(chartDefaults(), "agent", "namespace")
-	pp, err := karmada.dyn.Resource(propagationPolicyGVR).Namespace(agentNS).Get(ctx, agentName, metav1.GetOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("karmada-apiserver: reading the agent's PropagationPolicy: %w", err)
+	// The agent's namespace as the release was given it.
+	rec, err := readRelease(ctx, host, o.Namespace)
+	if err != nil {
+		return nil, err
 	}
-	if pp == nil || apierrors.IsNotFound(err) {
+	agentNS := stringAt(mergeMaps(chartDefaults(), rec), "agent", "namespace")
+	pp, err := karmada.dyn.Resource(propagationPolicyGVR).Namespace(agentNS).Get(ctx, agentName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
 		return r, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("karmada-apiserver: reading the agent's PropagationPolicy: %w", err)
 	}
 	r.Installed = true
 	members, err := policyMembers(ctx, karmada, pp)
@@ -188,7 +193,7 @@ func (o *GlobalOptions) agentsReady(ctx context.Context, karmada *apiServer, age
 		}
 		return daemonSetHealth(ds.Status.DesiredNumberScheduled, ds.Status.NumberReady, ds.Status.UpdatedNumberScheduled)
 	}
-	rb, err := karmada.dyn.Resource(resourceBindingGVR).Namespace(agentNS).Get(ctx, agentName+"-daemonset", metav1.GetOptions{})
+	rb, err := karmada.dyn.Resource(estimator.ResourceBindingGVR).Namespace(agentNS).Get(ctx, agentName+"-daemonset", metav1.GetOptions{})
 	if err != nil {
 		return false, "agents unknown (no --member-kubeconfig, and no ResourceBinding: " + err.Error() + ")"
 	}
@@ -261,7 +266,7 @@ func policyMembers(ctx context.Context, karmada *apiServer, pp *unstructured.Uns
 	if err != nil {
 		return nil, fmt.Errorf("the agent's PropagationPolicy: %w", err)
 	}
-	list, err := karmada.dyn.Resource(ClusterGVR).List(ctx, metav1.ListOptions{LabelSelector: ls.String()})
+	list, err := karmada.dyn.Resource(estimator.ClusterGVR).List(ctx, metav1.ListOptions{LabelSelector: ls.String()})
 	if err != nil {
 		return nil, fmt.Errorf("karmada-apiserver: listing clusters: %w", err)
 	}

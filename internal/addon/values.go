@@ -2,6 +2,7 @@ package addon
 
 import (
 	"fmt"
+	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -10,14 +11,16 @@ import (
 	"github.com/flowplace/flowplace/charts"
 )
 
-// chartDefaults are the chart's values.yaml.
-func chartDefaults() map[string]any {
+// chartDefaults are the chart's values.yaml, parsed once; callers merge
+// over them and never modify them. The embedded chart always loads (the
+// charts package's tests), so an error leaves no defaults.
+var chartDefaults = sync.OnceValue(func() map[string]any {
 	c, err := charts.Load()
 	if err != nil {
 		return map[string]any{}
 	}
 	return c.Values
-}
+})
 
 func lookup(m map[string]any, path ...string) (any, bool) {
 	var cur any = m

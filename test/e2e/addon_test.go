@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -562,7 +561,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func writeYAML(t *testing.T, path string, v any) {
 	t.Helper()
-	b, err := yamlMarshal(v)
+	b, err := yaml.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -608,7 +607,7 @@ func mergedKubeconfig(t *testing.T, dir string, files map[string]string) string 
 // componentKubeconfig rebuilds a component's kubeconfig from its Secret in
 // the host cluster, with the files beside it and the server as this test
 // reaches it.
-func componentKubeconfig(t *testing.T, host kubernetesClient, secret, server, dir string) string {
+func componentKubeconfig(t *testing.T, host kubernetes.Interface, secret, server, dir string) string {
 	t.Helper()
 	d := secretData(t, host, addon.DefaultNamespace, secret)
 	sub := filepath.Join(dir, secret)
@@ -653,7 +652,7 @@ func flowplaceObjects(t *testing.T, host, karmada dynamic.Interface) string {
 	for _, o := range l.Items {
 		names = append(names, "CustomResourceDefinition "+o.GetName())
 	}
-	sortStrings(names)
+	slices.Sort(names)
 	return strings.Join(names, ", ")
 }
 
@@ -811,7 +810,7 @@ func daemonSetArg(t *testing.T, karmada dynamic.Interface, prefix string) string
 }
 
 // estimatorCounter reads a counter from the leading estimator's /metrics.
-func estimatorCounter(t *testing.T, host kubernetesClient, name, labelPart string) float64 {
+func estimatorCounter(t *testing.T, host kubernetes.Interface, name, labelPart string) float64 {
 	t.Helper()
 	l, err := host.CoreV1().Pods(addon.DefaultNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=flowplace-estimator"})
 	if err != nil {
@@ -869,7 +868,7 @@ func tailString(s string, n int) string {
 	return s
 }
 
-func podsReport(c kubernetesClient, ns, selector string) string {
+func podsReport(c kubernetes.Interface, ns, selector string) string {
 	ctx := context.Background()
 	l, err := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
@@ -885,13 +884,7 @@ func podsReport(c kubernetesClient, ns, selector string) string {
 	return b.String()
 }
 
-type kubernetesClient = kubernetes.Interface
-
-func yamlMarshal(v any) ([]byte, error) { return yaml.Marshal(v) }
-
-func sortStrings(s []string) { sort.Strings(s) }
-
-func secretData(t *testing.T, c kubernetesClient, ns, name string) map[string][]byte {
+func secretData(t *testing.T, c kubernetes.Interface, ns, name string) map[string][]byte {
 	t.Helper()
 	s, err := c.CoreV1().Secrets(ns).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
@@ -900,7 +893,7 @@ func secretData(t *testing.T, c kubernetesClient, ns, name string) map[string][]
 	return s.Data
 }
 
-func configMapData(t *testing.T, c kubernetesClient, ns, name, k string) string {
+func configMapData(t *testing.T, c kubernetes.Interface, ns, name, k string) string {
 	t.Helper()
 	cm, err := c.CoreV1().ConfigMaps(ns).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
@@ -909,7 +902,7 @@ func configMapData(t *testing.T, c kubernetesClient, ns, name, k string) string 
 	return cm.Data[k]
 }
 
-func scaleDeployment(t *testing.T, c kubernetesClient, name string, n int32) {
+func scaleDeployment(t *testing.T, c kubernetes.Interface, name string, n int32) {
 	t.Helper()
 	ctx := context.Background()
 	sc, err := c.AppsV1().Deployments(addon.DefaultNamespace).GetScale(ctx, name, metav1.GetOptions{})
