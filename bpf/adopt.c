@@ -17,15 +17,15 @@
  * would cost that walk per poll, give one RTT sample per poll, and lose what
  * a connection moved between its last walk and its close.
  *
- * A connection that an earlier agent redirected (pinned redirect maps) is
- * attributed to the backend it reached: the service address it dialed is
- * not recoverable from the socket.
+ * A connection that routing redirected is attributed to the service address
+ * it dialed, which routing keeps in its pinned route_socks.
  *
  * The walk covers the network namespace the iterator was opened in; the
  * loader opens it once per namespace used by the observed processes. It
  * writes one struct fp_adopt_record per socket it visits into the
  * iterator's output. */
 #include "flow_agg.h"
+#include "route_socks.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -240,6 +240,14 @@ int flowplace_adopt(struct bpf_iter__tcp *ctx)
 			emit(seq, cookie, ADOPT_NO_STORAGE, state, 0, 0);
 			return 0;
 		}
+	}
+
+	struct fp_route_sock *rs = bpf_map_lookup_elem(&route_socks, &cookie);
+	if (rs) {
+		__builtin_memcpy(cs->dialed_addr, rs->vip, 16);
+		cs->dialed_port = bpf_ntohs(rs->vip_port);
+		cs->dialed = 1;
+		cs->redirected = 1;
 	}
 
 	struct fp_flow_key *k = &cs->key;

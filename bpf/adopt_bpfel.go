@@ -106,11 +106,17 @@ type AdoptFpRedirectKey struct {
 	Pad  uint16
 }
 
-type AdoptFpRedirectTarget struct {
-	_    structs.HostLayout
-	Addr uint32
-	Port uint16
-	Pad  uint16
+type AdoptFpRouteSock struct {
+	_        structs.HostLayout
+	Vip      [16]uint8
+	VipPort  uint16
+	Cluster  uint16
+	Service  uint32
+	Backend  uint32
+	Tier     uint8
+	Fallback uint8
+	Failed   uint8
+	Pad      uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -122,7 +128,7 @@ const (
 	AdoptMapFlows             = "flows"
 	AdoptMapListeners         = "listeners"
 	AdoptMapNatServices       = "nat_services"
-	AdoptMapRedirects         = "redirects"
+	AdoptMapRouteSocks        = "route_socks"
 	AdoptMapStatsZero         = "stats_zero"
 	AdoptMapWalkGen           = "walk_gen"
 	AdoptProgFlowplaceAdopt   = "flowplace_adopt"
@@ -185,7 +191,7 @@ type AdoptMapSpecs struct {
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	NatServices *ebpf.MapSpec `ebpf:"nat_services"`
-	Redirects   *ebpf.MapSpec `ebpf:"redirects"`
+	RouteSocks  *ebpf.MapSpec `ebpf:"route_socks"`
 	StatsZero   *ebpf.MapSpec `ebpf:"stats_zero"`
 	WalkGen     *ebpf.MapSpec `ebpf:"walk_gen"`
 }
@@ -224,7 +230,7 @@ type AdoptMaps struct {
 	Flows       *ebpf.Map `ebpf:"flows"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	NatServices *ebpf.Map `ebpf:"nat_services"`
-	Redirects   *ebpf.Map `ebpf:"redirects"`
+	RouteSocks  *ebpf.Map `ebpf:"route_socks"`
 	StatsZero   *ebpf.Map `ebpf:"stats_zero"`
 	WalkGen     *ebpf.Map `ebpf:"walk_gen"`
 }
@@ -236,7 +242,7 @@ func (m *AdoptMaps) Close() error {
 		m.Flows,
 		m.Listeners,
 		m.NatServices,
-		m.Redirects,
+		m.RouteSocks,
 		m.StatsZero,
 		m.WalkGen,
 	)

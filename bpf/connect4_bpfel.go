@@ -77,11 +77,17 @@ type Connect4FpRedirectKey struct {
 	Pad  uint16
 }
 
-type Connect4FpRedirectTarget struct {
-	_    structs.HostLayout
-	Addr uint32
-	Port uint16
-	Pad  uint16
+type Connect4FpRouteSock struct {
+	_        structs.HostLayout
+	Vip      [16]uint8
+	VipPort  uint16
+	Cluster  uint16
+	Service  uint32
+	Backend  uint32
+	Tier     uint8
+	Fallback uint8
+	Failed   uint8
+	Pad      uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -92,7 +98,7 @@ const (
 	Connect4MapCounters           = "counters"
 	Connect4MapFlows              = "flows"
 	Connect4MapNatServices        = "nat_services"
-	Connect4MapRedirects          = "redirects"
+	Connect4MapRouteSocks         = "route_socks"
 	Connect4ProgFlowplaceConnect4 = "flowplace_connect4"
 )
 
@@ -149,7 +155,7 @@ type Connect4MapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
 	NatServices *ebpf.MapSpec `ebpf:"nat_services"`
-	Redirects   *ebpf.MapSpec `ebpf:"redirects"`
+	RouteSocks  *ebpf.MapSpec `ebpf:"route_socks"`
 }
 
 // Connect4VariableSpecs contains global variables before they are loaded into the kernel.
@@ -182,7 +188,7 @@ type Connect4Maps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Flows       *ebpf.Map `ebpf:"flows"`
 	NatServices *ebpf.Map `ebpf:"nat_services"`
-	Redirects   *ebpf.Map `ebpf:"redirects"`
+	RouteSocks  *ebpf.Map `ebpf:"route_socks"`
 }
 
 func (m *Connect4Maps) Close() error {
@@ -191,7 +197,7 @@ func (m *Connect4Maps) Close() error {
 		m.Counters,
 		m.Flows,
 		m.NatServices,
-		m.Redirects,
+		m.RouteSocks,
 	)
 }
 

@@ -2,9 +2,9 @@
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* cgroup/connect6: remember the IPv6 address the application dialed (for a
- * dual-stack socket dialing IPv4, the v4-mapped address), before any rewrite.
- * Socket-level redirection is IPv4-only for now. */
+ * dual-stack socket dialing IPv4, the v4-mapped address), as connect4 does. */
 #include "flow.h"
+#include "route_socks.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -20,6 +20,13 @@ int flowplace_connect6(struct bpf_sock_addr *ctx)
 	cs.dialed_port = bpf_ntohs((__be16)ctx->user_port);
 	cs.dialed = 1;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct fp_route_sock *rs = bpf_map_lookup_elem(&route_socks, &cookie);
+	if (rs) {
+		__builtin_memcpy(cs.dialed_addr, rs->vip, 16);
+		cs.dialed_port = bpf_ntohs(rs->vip_port);
+		cs.redirected = 1;
+		count(CNT_REDIRECTED);
+	}
 	if (bpf_map_update_elem(&conns, &cookie, &cs, BPF_ANY))
 		count(CNT_STORAGE_FAILED);
 	return 1;

@@ -77,13 +77,6 @@ type SockopsFpRedirectKey struct {
 	Pad  uint16
 }
 
-type SockopsFpRedirectTarget struct {
-	_    structs.HostLayout
-	Addr uint32
-	Port uint16
-	Pad  uint16
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -92,7 +85,6 @@ const (
 	SockopsMapCounters          = "counters"
 	SockopsMapFlows             = "flows"
 	SockopsMapNatServices       = "nat_services"
-	SockopsMapRedirects         = "redirects"
 	SockopsMapStatsZero         = "stats_zero"
 	SockopsProgFlowplaceSockops = "flowplace_sockops"
 )
@@ -150,7 +142,6 @@ type SockopsMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
 	NatServices *ebpf.MapSpec `ebpf:"nat_services"`
-	Redirects   *ebpf.MapSpec `ebpf:"redirects"`
 	StatsZero   *ebpf.MapSpec `ebpf:"stats_zero"`
 }
 
@@ -184,7 +175,6 @@ type SockopsMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Flows       *ebpf.Map `ebpf:"flows"`
 	NatServices *ebpf.Map `ebpf:"nat_services"`
-	Redirects   *ebpf.Map `ebpf:"redirects"`
 	StatsZero   *ebpf.Map `ebpf:"stats_zero"`
 }
 
@@ -194,7 +184,6 @@ func (m *SockopsMaps) Close() error {
 		m.Counters,
 		m.Flows,
 		m.NatServices,
-		m.Redirects,
 		m.StatsZero,
 	)
 }

@@ -110,17 +110,11 @@ enum fp_counter {
 	CNT_FLOW_CREATED = 0, /* flow_stats entries inserted */
 	CNT_FLOW_INSERT_FAILED, /* insert refused (not LRU eviction) */
 	CNT_STORAGE_FAILED, /* no per-socket state: connection not tracked */
-	CNT_REDIRECTED, /* connects rewritten by connect4 */
+	CNT_REDIRECTED, /* connects that routing redirected */
 	CNT_MAX,
 };
 
 struct fp_redirect_key {
-	__be32 addr;
-	__be16 port;
-	__u16 pad;
-};
-
-struct fp_redirect_target {
 	__be32 addr;
 	__be16 port;
 	__u16 pad;
@@ -156,15 +150,6 @@ struct {
 	__type(key, struct fp_redirect_key);
 	__type(value, __u8);
 } nat_services SEC(".maps");
-
-/* Socket-level service redirection: dialed IPv4 address:port -> backend. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 16384);
-	__type(key, struct fp_redirect_key);
-	__type(value, struct fp_redirect_target);
-} redirects SEC(".maps");
 
 static __always_inline void count(__u32 idx)
 {

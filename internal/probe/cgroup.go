@@ -142,3 +142,13 @@ func podsCgroupFrom(mnt, procCgroup string) (string, error) {
 	}
 	return "", fmt.Errorf("--cgroup=%s: no cgroup v2 entry (0::) in /proc/self/cgroup", PodsCgroupValue)
 }
+
+// CgroupID is the cgroup v2 ID of dir: its inode number, what the kernel
+// reports as a socket's or a link's cgroup.
+func CgroupID(dir string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return 0, fmt.Errorf("cgroup %s: %w", dir, err)
+	}
+	return st.Ino, nil
+}

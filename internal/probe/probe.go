@@ -28,6 +28,11 @@ type Options struct {
 	// MaxConns bounds the connections tracked at once (per-socket state,
 	// ~200 B each, preallocated); 0 means DefaultMaxConns.
 	MaxConns uint32
+	// RoutedSockets is routing's map of the sockets it redirected
+	// (redirect.Datapath.RoutedSockets), so that a connection routed before
+	// the measurement programs ran is attributed to the service address it
+	// dialed. Nil when routing is off.
+	RoutedSockets *ebpf.Map
 }
 
 // DefaultMaxConns covers a busy node's concurrent connections (~6.5 MiB).
@@ -38,9 +43,11 @@ type Probe struct {
 	cgroup   string
 	sockops  bpf.SockopsObjects
 	connect4 bpf.Connect4Objects
-	peername bpf.Getpeername4Objects
 	connect6 bpf.Connect6Objects
-	links    []link.Link
+	// routed is opts.RoutedSockets, or a one-entry stand-in owned here.
+	routed    *ebpf.Map
+	ownRouted bool
+	links     []link.Link
 	// Adoption of connections open before attach (adopt.go). Optional: a
 	// kernel that refuses it still measures new connections; adoptErr says
 	// why it is unavailable.
@@ -100,38 +107,35 @@ func Load(opts Options) (_ *Probe, err error) {
 	if err := sockopsSpec.LoadAndAssign(&p.sockops, nil); err != nil {
 		return nil, fmt.Errorf("load sock_ops program: %w", verifierDetail(err))
 	}
-	shared := map[string]*ebpf.Map{
-		bpf.SockopsMapFlows:       p.sockops.Flows,
-		bpf.SockopsMapConns:       p.sockops.Conns,
-		bpf.SockopsMapCounters:    p.sockops.Counters,
-		bpf.SockopsMapRedirects:   p.sockops.Redirects,
-		bpf.SockopsMapNatServices: p.sockops.NatServices,
-	}
 	connectSpec, err := bpf.LoadConnect4()
 	if err != nil {
 		return nil, fmt.Errorf("parse connect4 object: %w", err)
 	}
-	connectSpec.Maps[bpf.SockopsMapFlows].MaxEntries = opts.MaxFlows
-	connectSpec.Maps[bpf.SockopsMapConns].MaxEntries = opts.MaxConns
+	p.routed = opts.RoutedSockets
+	if p.routed == nil {
+		spec := connectSpec.Maps[bpf.Connect4MapRouteSocks].Copy()
+		spec.MaxEntries = 1 // nothing writes it without routing
+		if p.routed, err = ebpf.NewMap(spec); err != nil {
+			return nil, fmt.Errorf("create routed-socket stand-in: %w", err)
+		}
+		p.ownRouted = true
+	}
+	shared := map[string]*ebpf.Map{
+		bpf.SockopsMapFlows:       p.sockops.Flows,
+		bpf.SockopsMapConns:       p.sockops.Conns,
+		bpf.SockopsMapCounters:    p.sockops.Counters,
+		bpf.SockopsMapNatServices: p.sockops.NatServices,
+		bpf.Connect4MapRouteSocks: p.routed,
+	}
+	p.sizeMaps(connectSpec, opts)
 	if err := connectSpec.LoadAndAssign(&p.connect4, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
 		return nil, fmt.Errorf("load connect4 program: %w", verifierDetail(err))
 	}
-	peerSpec, err := bpf.LoadGetpeername4()
-	if err != nil {
-		return nil, fmt.Errorf("parse getpeername4 object: %w", err)
-	}
-	peerSpec.Maps[bpf.SockopsMapFlows].MaxEntries = opts.MaxFlows
-	peerSpec.Maps[bpf.SockopsMapConns].MaxEntries = opts.MaxConns
-	if err := peerSpec.LoadAndAssign(&p.peername, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
-		return nil, fmt.Errorf("load getpeername4 program: %w", verifierDetail(err))
-	}
-
 	connect6Spec, err := bpf.LoadConnect6()
 	if err != nil {
 		return nil, fmt.Errorf("parse connect6 object: %w", err)
 	}
-	connect6Spec.Maps[bpf.SockopsMapFlows].MaxEntries = opts.MaxFlows
-	connect6Spec.Maps[bpf.SockopsMapConns].MaxEntries = opts.MaxConns
+	p.sizeMaps(connect6Spec, opts)
 	if err := connect6Spec.LoadAndAssign(&p.connect6, &ebpf.CollectionOptions{MapReplacements: shared}); err != nil {
 		return nil, fmt.Errorf("load connect6 program: %w", verifierDetail(err))
 	}
@@ -145,7 +149,6 @@ func Load(opts Options) (_ *Probe, err error) {
 	}{
 		{"cgroup/connect4", ebpf.AttachCGroupInet4Connect, p.connect4.FlowplaceConnect4},
 		{"cgroup/connect6", ebpf.AttachCGroupInet6Connect, p.connect6.FlowplaceConnect6},
-		{"cgroup/getpeername4", ebpf.AttachCgroupInet4GetPeername, p.peername.FlowplaceGetpeername4},
 		{"sock_ops", ebpf.AttachCGroupSockOps, p.sockops.FlowplaceSockops},
 	}
 	for _, a := range attach {
@@ -161,6 +164,21 @@ func Load(opts Options) (_ *Probe, err error) {
 		p.adoptErr = err
 	}
 	return p, nil
+}
+
+// sizeMaps gives an object's copies of the shared maps the sizes of the
+// maps that replace them: a replacement must match its spec.
+func (p *Probe) sizeMaps(spec *ebpf.CollectionSpec, opts Options) {
+	sizes := map[string]uint32{
+		bpf.SockopsMapFlows:       opts.MaxFlows,
+		bpf.SockopsMapConns:       opts.MaxConns,
+		bpf.Connect4MapRouteSocks: p.routed.MaxEntries(),
+	}
+	for name, n := range sizes {
+		if m, ok := spec.Maps[name]; ok {
+			m.MaxEntries = n
+		}
+	}
 }
 
 func verifierDetail(err error) error {
@@ -187,9 +205,6 @@ func (p *Probe) Programs() map[string]*ebpf.Program {
 	if p.connect6.FlowplaceConnect6 != nil {
 		m["connect6"] = p.connect6.FlowplaceConnect6
 	}
-	if p.peername.FlowplaceGetpeername4 != nil {
-		m["getpeername4"] = p.peername.FlowplaceGetpeername4
-	}
 	if p.adopt.FlowplaceAdopt != nil {
 		m["adopt"] = p.adopt.FlowplaceAdopt
 	}
@@ -214,11 +229,17 @@ func (p *Probe) Close() error {
 		}
 		p.adoptIter = nil
 	}
-	for _, c := range []interface{ Close() error }{&p.adopt, &p.peername, &p.connect6, &p.connect4, &p.sockops} {
+	for _, c := range []interface{ Close() error }{&p.adopt, &p.connect6, &p.connect4, &p.sockops} {
 		if err := c.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	p.adopt, p.peername, p.connect6, p.connect4, p.sockops = adoptObjects{}, bpf.Getpeername4Objects{}, bpf.Connect6Objects{}, bpf.Connect4Objects{}, bpf.SockopsObjects{}
+	if p.ownRouted && p.routed != nil {
+		if err := p.routed.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.routed, p.ownRouted = nil, false
+	p.adopt, p.connect6, p.connect4, p.sockops = adoptObjects{}, bpf.Connect6Objects{}, bpf.Connect4Objects{}, bpf.SockopsObjects{}
 	return errors.Join(errs...)
 }

@@ -227,56 +227,6 @@ func TestIPv6Flows(t *testing.T) {
 	}
 }
 
-func TestRedirectAttributesDialedAndPeer(t *testing.T) {
-	p := probetest.Attach(t, probe.Options{})
-	ln := echoServer(t, "127.0.0.1:0", 10, 10)
-	backend := netip.MustParseAddrPort(ln.Addr().String())
-	// A loopback "service address" nothing listens on: if the rewrite
-	// failed, the connect would be refused.
-	service := netip.MustParseAddrPort("127.77.0.10:8080")
-	if err := p.SetRedirect(service, backend); err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("tcp4", service.String())
-	if err != nil {
-		t.Fatalf("dial service address: %v", err)
-	}
-	if got := c.RemoteAddr().String(); got != service.String() {
-		t.Errorf("application sees peer %s, want the dialed %s", got, service)
-	}
-	pingPong(t, c, 3, 10, 10)
-	info, err := p.Conn(c.(*net.TCPConn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !info.Redirected || info.Dialed != service || info.Key.Peer != backend {
-		t.Errorf("connection state %+v: want dialed %s redirected to %s", info, service, backend)
-	}
-	c.Close()
-	s := waitFlows(t, p, func(s *probe.Snapshot) bool {
-		f, ok := find(s, probe.RoleClient, service)
-		return ok && f.Stats.Closed == 1
-	})
-	f, ok := find(s, probe.RoleClient, service)
-	if !ok {
-		t.Fatalf("no flow attributed to the dialed %s: %+v", service, s.Flows)
-	}
-	if f.Key.Peer != backend || f.Stats.BytesSent != 30 || f.Stats.BytesReceived != 30 {
-		t.Errorf("flow %+v: want peer %s and 30 bytes each way", f.Key, backend)
-	}
-	if s.Counters.Redirected != 1 {
-		t.Errorf("redirected counter = %d, want 1", s.Counters.Redirected)
-	}
-	// With the redirect removed the service address is dead again.
-	if err := p.DeleteRedirect(service); err != nil {
-		t.Fatal(err)
-	}
-	if c, err := net.DialTimeout("tcp4", service.String(), time.Second); err == nil {
-		c.Close()
-		t.Errorf("dial %s succeeded without a redirect", service)
-	}
-}
-
 func TestOverflowEvictsAndCounts(t *testing.T) {
 	const maxFlows, listeners = 16, 48
 	p := probetest.Attach(t, probe.Options{MaxFlows: maxFlows})
@@ -336,12 +286,12 @@ func TestCloseLeavesNothingAttached(t *testing.T) {
 		mapIDs = append(mapIDs, ids...)
 		t.Logf("loaded %s as program %d using maps %v", name, id, ids)
 	}
-	// sock_ops, connect4, connect6, getpeername4 and the adoption iterator.
-	if len(progIDs) != 5 {
-		t.Fatalf("want 5 programs loaded, got %d", len(progIDs))
+	// sock_ops, connect4, connect6 and the adoption iterator.
+	if len(progIDs) != 4 {
+		t.Fatalf("want 4 programs loaded, got %d", len(progIDs))
 	}
-	if n := attachedCount(t, cg); n != 4 {
-		t.Fatalf("want 4 programs attached to %s, got %d", cg, n)
+	if n := attachedCount(t, cg); n != 3 {
+		t.Fatalf("want 3 programs attached to %s, got %d", cg, n)
 	}
 	if err := p.Close(); err != nil {
 		t.Fatalf("close: %v", err)

@@ -10,29 +10,8 @@ import (
 	"github.com/flowplace/flowplace/bpf"
 )
 
-// SetRedirect makes connects to service go to backend instead, at socket
-// level; the application still sees service as its peer. IPv4 only.
-func (p *Probe) SetRedirect(service, backend netip.AddrPort) error {
-	if !service.Addr().Is4() || !backend.Addr().Is4() {
-		return fmt.Errorf("redirect %s -> %s: only IPv4 is supported", service, backend)
-	}
-	k, v := redirectKey(service), bpf.SockopsFpRedirectTarget{Addr: be32(backend.Addr()), Port: htons(backend.Port())}
-	if err := p.sockops.Redirects.Update(&k, &v, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("program redirect %s -> %s: %w", service, backend, err)
-	}
-	return nil
-}
-
-// DeleteRedirect removes a redirect; absent ones are not an error.
-func (p *Probe) DeleteRedirect(service netip.AddrPort) error {
-	k := redirectKey(service)
-	if err := p.sockops.Redirects.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("remove redirect for %s: %w", service, err)
-	}
-	return nil
-}
-
-func redirectKey(a netip.AddrPort) bpf.SockopsFpRedirectKey {
+// natKey is the IPv4 address:port key of nat_services.
+func natKey(a netip.AddrPort) bpf.SockopsFpRedirectKey {
 	return bpf.SockopsFpRedirectKey{Addr: be32(a.Addr()), Port: htons(a.Port())}
 }
 
@@ -52,7 +31,7 @@ func (p *Probe) SetNATService(service netip.AddrPort) error {
 	if !service.Addr().Is4() {
 		return fmt.Errorf("NAT service %s: only IPv4 is supported", service)
 	}
-	k := redirectKey(service)
+	k := natKey(service)
 	if err := p.sockops.NatServices.Update(&k, uint8(1), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("mark NAT service %s: %w", service, err)
 	}
@@ -61,7 +40,7 @@ func (p *Probe) SetNATService(service netip.AddrPort) error {
 
 // DeleteNATService unmarks a service address; absent ones are not an error.
 func (p *Probe) DeleteNATService(service netip.AddrPort) error {
-	k := redirectKey(service)
+	k := natKey(service)
 	if err := p.sockops.NatServices.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("unmark NAT service %s: %w", service, err)
 	}
