@@ -34,12 +34,34 @@ const (
 	// MetricDatapathFlows: kernel flow-table entries in use.
 	MetricDatapathFlows = "flowplace.datapath.flows"
 
+	// MetricRoutingConnections: connects that routing sent to a backend,
+	// by service, tier (AttrRoutingTier: "0" is the local cluster, then
+	// the others by RTT; "fallback" when every backend was ejected) and
+	// destination cluster (AttrPeerClusterName). Bounded by routed
+	// services x clusters x (8 tiers + fallback).
+	MetricRoutingConnections = "flowplace.routing.connections"
+	// MetricRoutingConnectFailures: routed connects that failed (SYN
+	// unanswered for one retransmission timeout, reset, abandoned), same
+	// attributes: what ejects a backend.
+	MetricRoutingConnectFailures = "flowplace.routing.connect.failures"
+	// MetricRoutingEjections: backends ejected by passive health, by
+	// destination cluster.
+	MetricRoutingEjections = "flowplace.routing.ejections"
+	// MetricRoutingFallbacks: connects made while every backend of the
+	// service was ejected (routed to any backend rather than nowhere), by
+	// service.
+	MetricRoutingFallbacks = "flowplace.routing.fallbacks"
+	// MetricRoutingServices: services routed now.
+	MetricRoutingServices = "flowplace.routing.services"
+
 	UnitSeconds     = "s"
 	UnitBytes       = "By"
 	UnitConnections = "{connection}"
 	UnitSegments    = "{segment}"
 	UnitUpdates     = "{update}"
 	UnitFlows       = "{flow}"
+	UnitEjections   = "{ejection}"
+	UnitServices    = "{service}"
 )
 
 // Resource attributes: who reports. Karmada's Cluster.spec.id is the member's
@@ -67,6 +89,8 @@ var (
 	AttrPeerWorkloadKind = attribute.Key("flowplace.peer.workload.kind")
 	AttrPeerWorkloadName = attribute.Key("flowplace.peer.workload.name")
 	AttrDirection        = semconv.NetworkIODirectionKey // transmit | receive
+	// AttrRoutingTier is the tier a routed connect was served from.
+	AttrRoutingTier = attribute.Key("flowplace.routing.tier")
 	// AttrOverflow marks the series that absorbs updates beyond the
 	// series limit (the OTel SDK's own convention).
 	AttrOverflow = attribute.Key("otel.metric.overflow")
