@@ -3,7 +3,7 @@ package routing
 import (
 	"context"
 	"fmt"
-		"strconv"
+	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -109,4 +109,3 @@ func (c *Controller) clusterName(i uint16) string {
 	}
 	return "other"
 }
-

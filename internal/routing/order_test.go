@@ -6,7 +6,9 @@ import (
 	"time"
 )
 
-func ms(v float64) RTT { return RTT{Value: time.Duration(v * float64(time.Millisecond)), Source: Matrix} }
+func ms(v float64) RTT {
+	return RTT{Value: time.Duration(v * float64(time.Millisecond)), Source: Matrix}
+}
 
 func TestOrdererHysteresis(t *testing.T) {
 	t0 := time.Unix(1000, 0)
