@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/otel/attribute"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -28,6 +29,8 @@ import (
 	"github.com/flowplace/flowplace/internal/cgroups"
 	"github.com/flowplace/flowplace/internal/conntrack"
 	"github.com/flowplace/flowplace/internal/probe"
+	"github.com/flowplace/flowplace/internal/redirect"
+	"github.com/flowplace/flowplace/internal/routing"
 	"github.com/flowplace/flowplace/telemetry"
 )
 
@@ -48,6 +51,11 @@ type options struct {
 	maxSeries     int
 	otlp          telemetry.OTLPConfig
 	otlpHeaders   []string
+
+	routing         bool
+	routingPinDir   string
+	routingInterval time.Duration
+	routingHealth   redirect.Health
 }
 
 func main() {
@@ -104,6 +112,12 @@ With --topology-file it runs standalone: addresses are attributed from the file
 	f.StringArrayVar(&o.otlpHeaders, "otlp-header", nil, "header sent with each export, key=value (repeatable)")
 	f.DurationVar(&o.otlp.Interval, "export-interval", 10*time.Second, "OTLP export interval")
 	f.DurationVar(&o.otlp.Timeout, "export-timeout", 10*time.Second, "OTLP export timeout")
+	f.BoolVar(&o.routing, "routing", true, "route connects to services annotated "+routing.AnnotationRouting+"="+routing.ModeNearest+" to the nearest healthy cluster (socket-level, in the kernel); false removes what an earlier agent pinned")
+	f.StringVar(&o.routingPinDir, "routing-pin-dir", "/sys/fs/bpf/flowplace/routing", "bpffs directory where routing pins its maps and links, so routing outlives agent restarts")
+	f.DurationVar(&o.routingInterval, "routing-sync-interval", time.Second, "how often routing re-reads passive health and RTT (API changes apply at once)")
+	f.Uint32Var(&o.routingHealth.FailThreshold, "routing-fail-threshold", redirect.DefaultHealth.FailThreshold, "consecutive failed connects that eject a backend")
+	f.DurationVar(&o.routingHealth.BaseEjection, "routing-base-ejection", redirect.DefaultHealth.BaseEjection, "first ejection of a backend; doubled per further ejection")
+	f.DurationVar(&o.routingHealth.MaxEjection, "routing-max-ejection", redirect.DefaultHealth.MaxEjection, "longest ejection")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	f.AddGoFlagSet(klogFlags)
@@ -119,6 +133,17 @@ func (o *options) validate() error {
 	}
 	if o.topologyFile != "" && o.kubeconfig != "" {
 		return errors.New("--topology-file and --kubeconfig exclude each other")
+	}
+	if o.routing && o.topologyFile == "" {
+		if o.routingInterval < 100*time.Millisecond {
+			return fmt.Errorf("--routing-sync-interval %s: must be at least 100ms", o.routingInterval)
+		}
+		if o.routingPinDir == "" {
+			return errors.New("--routing-pin-dir: must not be empty with --routing")
+		}
+		if err := o.routingHealth.Validate(); err != nil {
+			return err
+		}
 	}
 	if _, _, err := net.SplitHostPort(o.listenAddress); err != nil {
 		return fmt.Errorf("--listen-address %q: %w", o.listenAddress, err)
@@ -143,7 +168,7 @@ func run(ctx context.Context, o *options) error {
 	if o.nodeName == "" {
 		o.nodeName, _ = os.Hostname()
 	}
-	resolver, err := newResolver(ctx, o)
+	resolver, mem, err := newResolver(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -209,8 +234,29 @@ func run(ctx context.Context, o *options) error {
 			k.SetCgroupResolver(cgroups.NewResolver(root).PodUID)
 		}
 	}
-	p, err := probe.Load(probe.Options{Cgroup: cg, MaxFlows: o.maxFlows})
+	// Routing first: the probes share its map of routed sockets.
+	var dp *redirect.Datapath
+	switch {
+	case !o.routing:
+		if err := removeRouting(log, o.routingPinDir); err != nil {
+			return err
+		}
+	case mem == nil:
+		log.Info("Routing needs the Kubernetes API; standalone agents only measure")
+	case self.Name == "":
+		log.Info("Routing needs this cluster's name (--cluster-name or $CLUSTER_NAME); measuring only")
+	default:
+		dp = openRouting(log, o, cg)
+	}
+	popts := probe.Options{Cgroup: cg, MaxFlows: o.maxFlows}
+	if dp != nil {
+		popts.RoutedSockets = dp.RoutedSockets()
+	}
+	p, err := probe.Load(popts)
 	if err != nil {
+		if dp != nil {
+			dp.Close()
+		}
 		return err
 	}
 	// Detach before anything else goes away.
@@ -233,6 +279,18 @@ func run(ctx context.Context, o *options) error {
 	cfg := agent.Config{Source: p, NAT: nat, Resolver: resolver, Recorder: rec, Meter: provider.Meter(), PollInterval: o.pollInterval}
 	if o.adoptExisting {
 		cfg.Adopter = p
+	}
+	if dp != nil {
+		rt, err := startRouting(ctx, log, o, mem, self.Name, dp)
+		if err != nil {
+			dp.Close()
+			return err
+		}
+		defer rt.stop(log, o, mem.client)
+		if err := rt.controller.RegisterMetrics(provider.Meter()); err != nil {
+			return err
+		}
+		cfg.RTTObserver = rt.peerRTT
 	}
 	ag, err := agent.New(cfg)
 	if err != nil {
@@ -264,10 +322,11 @@ func run(ctx context.Context, o *options) error {
 }
 
 // newResolver attributes from a topology file (standalone) or from informers
-// on the member cluster.
-func newResolver(ctx context.Context, o *options) (attribution.Resolver, error) {
+// on the member cluster; the member's clients are returned for routing.
+func newResolver(ctx context.Context, o *options) (attribution.Resolver, *member, error) {
 	if o.topologyFile != "" {
-		return attribution.LoadTopologyFile(o.topologyFile)
+		r, err := attribution.LoadTopologyFile(o.topologyFile)
+		return r, nil, err
 	}
 	var (
 		cfg *rest.Config
@@ -279,17 +338,18 @@ func newResolver(ctx context.Context, o *options) (attribution.Resolver, error) 
 		cfg, err = rest.InClusterConfig()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client config (give --kubeconfig or --topology-file outside a cluster): %w", err)
+		return nil, nil, fmt.Errorf("kubernetes client config (give --kubeconfig or --topology-file outside a cluster): %w", err)
 	}
 	cfg.UserAgent = "flowplace-agent"
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	// The informers live as long as the agent.
-	r, err := attribution.NewKubernetes(ctx, client, o.clusterName, o.nodeName, o.syncTimeout)
+	// The informers live as long as the agent; routing shares them.
+	m := &member{config: cfg, client: client, factory: informers.NewSharedInformerFactory(client, 30*time.Minute)}
+	r, err := attribution.NewKubernetesFromFactory(ctx, client, m.factory, o.clusterName, o.nodeName, o.syncTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("member cluster %s: %w", cfg.Host, err)
+		return nil, nil, fmt.Errorf("member cluster %s: %w", cfg.Host, err)
 	}
-	return r, nil
+	return r, m, nil
 }

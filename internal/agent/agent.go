@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flowplace/flowplace/internal/attribution"
+	"github.com/flowplace/flowplace/internal/loghist"
 	"github.com/flowplace/flowplace/internal/probe"
 	"github.com/flowplace/flowplace/telemetry"
 )
@@ -57,6 +58,15 @@ type Config struct {
 	// IdleAfter forgets flows and series with no open connection and no
 	// traffic for this long, so memory follows live traffic.
 	IdleAfter time.Duration
+	// RTTObserver, when set, receives the RTT samples of client
+	// connections to each other cluster, per poll (routing orders clusters
+	// by them).
+	RTTObserver RTTObserver
+}
+
+// RTTObserver takes RTT samples by peer cluster name.
+type RTTObserver interface {
+	Observe(peerCluster string, samples *loghist.Histogram)
 }
 
 // Agent is the poll-attribute-record loop.
@@ -218,6 +228,9 @@ func (a *Agent) PollOnce(ctx context.Context) error {
 			BytesSent: d.Delta.BytesSent, BytesReceived: d.Delta.BytesReceived,
 			Retransmits: d.Delta.Retransmits, RTT: &d.Delta.RTT, // no copy of the 320 buckets
 		})
+		if o := a.cfg.RTTObserver; o != nil && sk.Role == telemetry.RoleClient && sk.Peer.ClusterName != "" {
+			o.Observe(sk.Peer.ClusterName, &d.Delta.RTT)
+		}
 		if d.Key.LocalPort != 0 {
 			if t, ok := a.acc.Total(d.Key); ok && t.Opened+t.Adopted > 0 && t.Closed >= t.Opened+t.Adopted {
 				finished = append(finished, d.Key)

@@ -62,6 +62,13 @@ func (k *Kubernetes) SetCgroupResolver(podUID func(cgroupID uint64) string) {
 // this member's name in Karmada (optional); its UID is the kube-system
 // namespace UID.
 func NewKubernetes(ctx context.Context, client kubernetes.Interface, clusterName, nodeName string, syncTimeout time.Duration) (*Kubernetes, error) {
+	return NewKubernetesFromFactory(ctx, client, informers.NewSharedInformerFactory(client, 30*time.Minute), clusterName, nodeName, syncTimeout)
+}
+
+// NewKubernetesFromFactory is NewKubernetes on a given informer factory, so
+// that other parts of the agent (routing) share its caches of Services and
+// EndpointSlices. It starts the factory.
+func NewKubernetesFromFactory(ctx context.Context, client kubernetes.Interface, f informers.SharedInformerFactory, clusterName, nodeName string, syncTimeout time.Duration) (*Kubernetes, error) {
 	sctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 	ns, err := client.CoreV1().Namespaces().Get(sctx, metav1.NamespaceSystem, metav1.GetOptions{})
@@ -99,7 +106,6 @@ func NewKubernetes(ctx context.Context, client kubernetes.Interface, clusterName
 		hostPods:  map[string]Workload{},
 		podUIDs:   map[string]string{},
 	}
-	f := informers.NewSharedInformerFactory(client, 30*time.Minute)
 	podInf := f.Core().V1().Pods().Informer()
 	// Keep only what attribution needs: a node's agent caches every pod of
 	// the cluster.

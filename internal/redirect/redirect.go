@@ -49,7 +49,8 @@ type Health struct {
 // shorter first ejection brings a recovered backend back sooner.
 var DefaultHealth = Health{FailThreshold: 3, BaseEjection: 10 * time.Second, MaxEjection: 5 * time.Minute}
 
-func (h Health) validate() error {
+// Validate checks the values are in range.
+func (h Health) Validate() error {
 	switch {
 	case h.FailThreshold == 0 || h.FailThreshold > 1000:
 		return fmt.Errorf("routing: failure threshold %d out of range [1, 1000]", h.FailThreshold)
@@ -138,7 +139,7 @@ func Open(log klog.Logger, opts Options) (_ *Datapath, err error) {
 	if opts.Health == (Health{}) {
 		opts.Health = DefaultHealth
 	}
-	if err := opts.Health.validate(); err != nil {
+	if err := opts.Health.Validate(); err != nil {
 		return nil, err
 	}
 	if err := probe.CheckKernel(); err != nil {
