@@ -99,7 +99,16 @@ type Freshness struct {
 // destination cluster: the merged histogram of every connection from any node
 // of the source to any endpoint in the destination, client side.
 //
+// An entry with estimated: true was not measured in either direction: the
+// estimator derived it from network coordinates fitted to the measured pairs
+// (package estimator/coordinates), with an expected error. Its sampleCount is
+// 0, p50 = p90 = p99 = the estimate and min = max(0, estimate - expected
+// error). Readers use an estimate only where nothing measured exists, either
+// direction included.
+//
 // +kubebuilder:validation:XValidation:rule="self.minMicroseconds <= self.p50Microseconds && self.p50Microseconds <= self.p90Microseconds && self.p90Microseconds <= self.p99Microseconds",message="RTT quantiles must satisfy min <= p50 <= p90 <= p99"
+// +kubebuilder:validation:XValidation:rule="(has(self.estimated) && self.estimated) == (self.sampleCount == 0)",message="sampleCount must be 0 on an estimated entry and at least 1 on a measured one"
+// +kubebuilder:validation:XValidation:rule="(has(self.estimated) && self.estimated) == has(self.expectedErrorMicroseconds)",message="expectedErrorMicroseconds is set on estimated entries and only on them"
 type PeerLatency struct {
 	// Cluster is the destination's Karmada cluster name.
 	// +required
@@ -129,13 +138,27 @@ type PeerLatency struct {
 	// +kubebuilder:validation:Maximum=60000000
 	P99Microseconds int64 `json:"p99Microseconds"`
 	// SampleCount is the number of RTT samples behind these quantiles
-	// (decayed, rounded down; at least 1).
+	// (decayed, rounded down; at least 1), and 0 on an estimated entry.
 	// +required
-	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Minimum=0
 	SampleCount int64 `json:"sampleCount"`
-	// LastSampleTime is when an agent last reported a sample for this pair.
+	// LastSampleTime is when an agent last reported a sample for this pair;
+	// on an estimated entry, the newest sample of a measured pair of either
+	// endpoint.
 	// +required
 	LastSampleTime metav1.Time `json:"lastSampleTime"`
+	// Estimated marks an entry that no agent measured (in either direction):
+	// its quantiles are the estimator's estimate from network coordinates.
+	// +optional
+	Estimated bool `json:"estimated,omitempty"`
+	// ExpectedErrorMicroseconds is the standard error of an estimated
+	// entry's RTT: what a measurement of the pair is expected to differ from
+	// the estimate by (one standard deviation, at least the quantile
+	// resolution of a measured entry). Set on estimated entries only.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=60000000
+	ExpectedErrorMicroseconds int64 `json:"expectedErrorMicroseconds,omitempty"`
 }
 
 // +kubebuilder:object:root=true

@@ -49,6 +49,12 @@ func validLatency(name string) *v1.ClusterLatency {
 			Peers: []v1.PeerLatency{{
 				Cluster: "member2", MinMicroseconds: 900, P50Microseconds: 1000,
 				P90Microseconds: 1200, P99Microseconds: 2000, SampleCount: 100, LastSampleTime: now,
+			}, {
+				// An estimate: no samples, all quantiles the estimate, min
+				// one expected error below it.
+				Cluster: "member3", MinMicroseconds: 8000, P50Microseconds: 9000,
+				P90Microseconds: 9000, P99Microseconds: 9000, LastSampleTime: now,
+				Estimated: true, ExpectedErrorMicroseconds: 1000,
 			}},
 		},
 	}
@@ -122,6 +128,18 @@ func TestSchemaValidation(t *testing.T) {
 	if back.Status.Peers[0].Clusters[0].MilliConnectionsPerSecond != 1500 || back.Status.Clients[0].ClientCluster != "member3" {
 		t.Fatalf("round trip lost data: %+v", back.Status)
 	}
+	gotL, err := lat.Get(ctx, "member1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var backL v1.ClusterLatency
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(gotL.Object, &backL); err != nil {
+		t.Fatal(err)
+	}
+	if p := backL.Status.Peers; len(p) != 2 || p[0].Estimated || p[0].ExpectedErrorMicroseconds != 0 ||
+		!p[1].Estimated || p[1].ExpectedErrorMicroseconds != 1000 || p[1].SampleCount != 0 {
+		t.Fatalf("round trip lost the estimated entry: %+v", p)
+	}
 
 	latencyCases := []struct {
 		name   string
@@ -131,7 +149,13 @@ func TestSchemaValidation(t *testing.T) {
 		{"p50 above p90", func(o *v1.ClusterLatency) { o.Status.Peers[0].P50Microseconds = 5000 }, "min <= p50 <= p90 <= p99"},
 		{"negative min", func(o *v1.ClusterLatency) { o.Status.Peers[0].MinMicroseconds = -1 }, "minMicroseconds"},
 		{"absurd p99", func(o *v1.ClusterLatency) { o.Status.Peers[0].P99Microseconds = 61_000_000 }, "p99Microseconds"},
-		{"zero samples", func(o *v1.ClusterLatency) { o.Status.Peers[0].SampleCount = 0 }, "sampleCount"},
+		{"zero samples", func(o *v1.ClusterLatency) { o.Status.Peers[0].SampleCount = 0 }, "sampleCount must be 0 on an estimated entry and at least 1"},
+		{"negative samples", func(o *v1.ClusterLatency) { o.Status.Peers[0].SampleCount = -1 }, "sampleCount"},
+		{"estimate with samples", func(o *v1.ClusterLatency) { o.Status.Peers[1].SampleCount = 3 }, "sampleCount must be 0 on an estimated entry"},
+		{"estimate without error", func(o *v1.ClusterLatency) { o.Status.Peers[1].ExpectedErrorMicroseconds = 0 }, "expectedErrorMicroseconds is set on estimated entries"},
+		{"error on a measured entry", func(o *v1.ClusterLatency) { o.Status.Peers[0].ExpectedErrorMicroseconds = 10 }, "expectedErrorMicroseconds is set on estimated entries"},
+		{"negative expected error", func(o *v1.ClusterLatency) { o.Status.Peers[1].ExpectedErrorMicroseconds = -1 }, "expectedErrorMicroseconds"},
+		{"absurd expected error", func(o *v1.ClusterLatency) { o.Status.Peers[1].ExpectedErrorMicroseconds = 61_000_000 }, "expectedErrorMicroseconds"},
 		{"bad cluster name", func(o *v1.ClusterLatency) { o.Status.Peers[0].Cluster = "Member_2" }, "cluster"},
 		{"window zero", func(o *v1.ClusterLatency) { o.Status.WindowSeconds = 0 }, "windowSeconds"},
 		{"duplicate peer", func(o *v1.ClusterLatency) { o.Status.Peers = append(o.Status.Peers, o.Status.Peers[0]) }, "Duplicate"},
