@@ -34,6 +34,9 @@ type PublishPolicy struct {
 	// RelativeChange of a rate or RTT quantile that is worth a write
 	// (e.g. 0.1 = 10%); smaller changes wait for the validity extension.
 	RelativeChange float64
+	// NoEstimates leaves pairs nobody measured absent instead of filling
+	// them from network coordinates (see estimate.go).
+	NoEstimates bool
 }
 
 func (p *PublishPolicy) setDefaults() {
@@ -61,6 +64,9 @@ type publisher struct {
 	manager string
 	metrics *selfMetrics
 
+	// estimates is only used by build, which one goroutine calls.
+	estimates *rttFiller
+
 	mu sync.Mutex
 	// written caches what this process last wrote, by key, because the
 	// informer may not have caught up with our own write by the next round.
@@ -73,11 +79,15 @@ type PublishStats struct {
 	Rounds                                    int64
 	Creates, StatusUpdates, Conflicts, Errors int64
 	UnknownClusters, UnboundWorkloads         int64 // in the last round
+	// EstimatedPairs is the number of estimated entries published in the
+	// last round (package coordinates).
+	EstimatedPairs int64
 }
 
 func newPublisher(dc dynamic.Interface, res *resolver, policy PublishPolicy, manager string, m *selfMetrics) *publisher {
 	policy.setDefaults()
-	return &publisher{dc: dc, res: res, policy: policy, manager: manager, metrics: m, written: map[string]*unstructured.Unstructured{}}
+	return &publisher{dc: dc, res: res, policy: policy, manager: manager, metrics: m, written: map[string]*unstructured.Unstructured{},
+		estimates: &rttFiller{disabled: policy.NoEstimates}}
 }
 
 func (p *publisher) Stats() PublishStats {
@@ -134,19 +144,35 @@ func (p *publisher) build(s *aggregate.Snapshot) []desired {
 		}
 		return c.Name, ok
 	}
-	for src, peers := range s.Latency {
+	type row struct {
+		obj      *v1.ClusterLatency
+		total    float64
+		lastSeen time.Time
+	}
+	rows := map[string]*row{}
+	rowOf := func(src string) *row {
+		if r, ok := rows[src]; ok {
+			return r
+		}
 		srcRef, ok := p.res.clusterByID(src)
 		if !ok {
 			unknownClusters++
-			continue
+			rows[src] = nil
+			return nil
 		}
-		obj := &v1.ClusterLatency{
+		r := &row{obj: &v1.ClusterLatency{
 			TypeMeta:   metav1.TypeMeta{APIVersion: v1.SchemeGroupVersion.String(), Kind: "ClusterLatency"},
 			ObjectMeta: metav1.ObjectMeta{Name: srcRef.Name, OwnerReferences: []metav1.OwnerReference{ownerRef(ClusterGVR.GroupVersion().String(), "Cluster", srcRef.Name, srcRef.UID)}},
 			Spec:       v1.ClusterLatencySpec{ClusterID: src},
+		}}
+		rows[src] = r
+		return r
+	}
+	for src, peers := range s.Latency {
+		r := rowOf(src)
+		if r == nil {
+			continue
 		}
-		var total float64
-		var lastSeen time.Time
 		for dst, st := range peers {
 			dstName, ok := name(dst)
 			if !ok {
@@ -163,21 +189,42 @@ func (p *publisher) build(s *aggregate.Snapshot) []desired {
 			pl.P50Microseconds = max(pl.P50Microseconds, pl.MinMicroseconds)
 			pl.P90Microseconds = max(pl.P90Microseconds, pl.P50Microseconds)
 			pl.P99Microseconds = max(pl.P99Microseconds, pl.P90Microseconds)
-			obj.Status.Peers = append(obj.Status.Peers, pl)
-			total += st.Samples
-			if st.LastSeen.After(lastSeen) {
-				lastSeen = st.LastSeen
+			r.obj.Status.Peers = append(r.obj.Status.Peers, pl)
+			r.total += st.Samples
+			if st.LastSeen.After(r.lastSeen) {
+				r.lastSeen = st.LastSeen
 			}
 		}
-		if len(obj.Status.Peers) == 0 {
+	}
+	// Estimates come after the measured entries, so that the bound on
+	// peers drops estimates first.
+	var estimated int64
+	for _, e := range p.estimates.fill(s.Latency) {
+		r := rowOf(e.src)
+		if r == nil || len(r.obj.Status.Peers) >= v1.MaxPeerClusters {
 			continue
 		}
+		dstName, ok := name(e.dst)
+		if !ok {
+			continue
+		}
+		r.obj.Status.Peers = append(r.obj.Status.Peers, e.peerLatency(dstName))
+		estimated++
+		if e.lastSeen.After(r.lastSeen) {
+			r.lastSeen = e.lastSeen
+		}
+	}
+	for _, r := range rows {
+		if r == nil || len(r.obj.Status.Peers) == 0 {
+			continue
+		}
+		obj := r.obj
 		slices.SortFunc(obj.Status.Peers, func(a, b v1.PeerLatency) int { return strings.Compare(a.Cluster, b.Cluster) })
 		if len(obj.Status.Peers) > v1.MaxPeerClusters {
 			obj.Status.Peers = obj.Status.Peers[:v1.MaxPeerClusters]
 		}
-		obj.Status.Freshness = fresh(total)
-		out = append(out, desired{key: "cl/" + obj.Name, obj: obj, lastSeen: lastSeen})
+		obj.Status.Freshness = fresh(r.total)
+		out = append(out, desired{key: "cl/" + obj.Name, obj: obj, lastSeen: r.lastSeen})
 	}
 	for wk, ws := range s.Traffic {
 		b, ok := p.res.binding(wk)
@@ -258,6 +305,7 @@ func (p *publisher) build(s *aggregate.Snapshot) []desired {
 	}
 	p.mu.Lock()
 	p.stats.UnknownClusters, p.stats.UnboundWorkloads = unknownClusters, unbound
+	p.stats.EstimatedPairs = estimated
 	p.mu.Unlock()
 	return out
 }
@@ -307,7 +355,8 @@ func latencyChanged(cur, want *v1.ClusterLatencyStatus, rel float64) bool {
 	}
 	for i := range want.Peers {
 		c, w := &cur.Peers[i], &want.Peers[i]
-		if c.Cluster != w.Cluster ||
+		if c.Cluster != w.Cluster || c.Estimated != w.Estimated ||
+			changedValue(float64(c.ExpectedErrorMicroseconds), float64(w.ExpectedErrorMicroseconds), rel, floorRTTMicros) ||
 			changedValue(float64(c.P50Microseconds), float64(w.P50Microseconds), rel, floorRTTMicros) ||
 			changedValue(float64(c.P90Microseconds), float64(w.P90Microseconds), rel, floorRTTMicros) ||
 			changedValue(float64(c.P99Microseconds), float64(w.P99Microseconds), rel, floorRTTMicros) ||
@@ -571,6 +620,11 @@ func (p *publisher) resume(agg *aggregate.Aggregator, now time.Time) (latencies,
 			continue
 		}
 		for _, pl := range cl.Status.Peers {
+			if pl.Estimated || pl.SampleCount <= 0 {
+				// An estimate is recomputed from the measurements; restored
+				// as a histogram it would count as measured.
+				continue
+			}
 			dst, ok := p.res.clusterByName(pl.Cluster)
 			if !ok {
 				continue
