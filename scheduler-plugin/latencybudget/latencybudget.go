@@ -9,6 +9,13 @@
 // The nearest replica counts because flowplace's redirection sends each
 // connection to the nearest healthy cluster.
 //
+// Where no direction of a pair is measured, the estimator's estimate (from
+// network coordinates) stands in, conservatively: the RTT compared with the
+// budget is the estimate plus its expected error, so a guess passes a
+// cluster only if it would pass with its error added (and the nearest
+// replica is the one nearest by that bound). A measured RTT, in either
+// direction, always wins over an estimate.
+//
 // With missing or stale data the filter passes the cluster with a reason
 // ("fail open") unless the profile is strict: a filter error in Karmada only
 // excludes that cluster, but excluding every cluster because the estimator
@@ -112,15 +119,15 @@ func (p *Plugin) Filter(w model.Key, cluster string) Verdict {
 			continue
 		}
 		// Nearest replica of the peer, among clusters with RTT data.
-		best, bestCluster, known := int32(0), int32(-1), false
+		best, bestCluster, known, bestEst := int32(0), int32(-1), false, false
 		for _, d := range e.Dist {
-			us, ok := rtt.To(d.Cluster)
+			us, est, ok := rtt.Bound(d.Cluster)
 			if !ok {
 				missing = true
 				continue
 			}
 			if !known || us < best {
-				best, bestCluster, known = us, d.Cluster, true
+				best, bestCluster, known, bestEst = us, d.Cluster, true, est
 			}
 		}
 		if !known {
@@ -128,8 +135,8 @@ func (p *Plugin) Filter(w model.Key, cluster string) Verdict {
 		}
 		checked++
 		if int64(best) > budgetUs {
-			return Verdict{Reason: fmt.Sprintf("%s RTT %s from %s to the nearest replica of peer %s (in %s) exceeds the budget %s",
-				q, usDur(best), cluster, e.Name, s.ClusterName(bestCluster), budget)}
+			return Verdict{Reason: fmt.Sprintf("%s %s from %s to the nearest replica of peer %s (in %s) exceeds the budget %s",
+				rttKind(q, bestEst), usDur(best), cluster, e.Name, s.ClusterName(bestCluster), budget)}
 		}
 	}
 	minClient := p.args.RequiredFraction * t.ClientBytesPerSecond
@@ -139,15 +146,15 @@ func (p *Plugin) Filter(w model.Key, cluster string) Verdict {
 		}
 		// Prefer the client's own row (client -> candidate), as measured
 		// by the agents in the client cluster.
-		v, ok := s.RTT(q, k.Cluster, c, now)
+		v, est, ok := s.RTTBound(q, k.Cluster, c, now)
 		if !ok {
 			missing = true
 			continue
 		}
 		checked++
 		if int64(v) > budgetUs {
-			return Verdict{Reason: fmt.Sprintf("%s RTT %s from client cluster %s to %s exceeds the budget %s",
-				q, usDur(v), s.ClusterName(k.Cluster), cluster, budget)}
+			return Verdict{Reason: fmt.Sprintf("%s %s from client cluster %s to %s exceeds the budget %s",
+				rttKind(q, est), usDur(v), s.ClusterName(k.Cluster), cluster, budget)}
 		}
 	}
 	if missing {
@@ -170,3 +177,12 @@ func (p *Plugin) missing(why string) Verdict {
 }
 
 func usDur(v int32) time.Duration { return time.Duration(v) * time.Microsecond }
+
+// rttKind names the RTT in a reason: measured, or an estimate plus its
+// expected error.
+func rttKind(q model.Quantile, estimated bool) string {
+	if estimated {
+		return q.String() + " RTT estimate + expected error"
+	}
+	return q.String() + " RTT"
+}

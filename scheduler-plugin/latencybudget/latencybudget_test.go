@@ -210,6 +210,56 @@ func TestFilter(t *testing.T) {
 			fit:    []string{use1, euw1, euc1},
 		},
 		{
+			// Virginia-Ireland measured nowhere, estimated 80 ms ± 15 ms:
+			// the bound 95 ms is what the budget sees.
+			name: "an estimate binds with its error added", workload: frontend, clusters: all,
+			mutate: func(in *model.Inputs) {
+				unmeasure(in, use1, euw1)
+				unmeasure(in, euw1, use1)
+				estimate(in, use1, euw1, 80_000, 15_000)
+				estimate(in, euw1, use1, 80_000, 15_000)
+			},
+			args:           func(a *config.LatencyBudget) { a.DefaultBudget = 90 * time.Millisecond },
+			fit:            []string{euw1, euc1},
+			reasonExcluded: "exceeds the budget 90ms",
+		},
+		{
+			name: "an estimate within budget with its error passes", workload: frontend, clusters: all,
+			mutate: func(in *model.Inputs) {
+				unmeasure(in, use1, euw1)
+				unmeasure(in, euw1, use1)
+				estimate(in, use1, euw1, 80_000, 15_000)
+			},
+			args: func(a *config.LatencyBudget) { a.DefaultBudget = 100 * time.Millisecond },
+			fit:  []string{use1, euw1, euc1},
+		},
+		{
+			// Virginia's row lacks Ireland and carries a (wrong) 20 ms
+			// estimate; Ireland measured Virginia at 80.52 ms (p90 88.6):
+			// the measurement wins.
+			name: "a measurement in the reverse direction wins over an estimate", workload: frontend, clusters: all,
+			mutate: func(in *model.Inputs) {
+				unmeasure(in, use1, euw1)
+				estimate(in, use1, euw1, 20_000, 1_000)
+			},
+			args:           func(a *config.LatencyBudget) { a.DefaultBudget = 50 * time.Millisecond },
+			fit:            []string{euw1, euc1},
+			reasonExcluded: "p90 RTT ",
+		},
+		{
+			name: "a client cluster's estimate binds with its error added", workload: frontend, clusters: []string{usw2, apne1},
+			mutate: func(in *model.Inputs) {
+				in.Traffic[0].Peers = nil
+				in.Traffic[0].Clients = []model.ClientInput{{Cluster: apne1, BytesPerSecond: 1e6}}
+				unmeasure(in, apne1, usw2)
+				unmeasure(in, usw2, apne1)
+				estimate(in, apne1, usw2, 80_000, 30_000)
+			},
+			args:           func(a *config.LatencyBudget) { a.DefaultBudget = 100 * time.Millisecond },
+			fit:            []string{apne1},
+			reasonExcluded: "p90 RTT estimate + expected error 110ms from client cluster member-ap-northeast-1",
+		},
+		{
 			name: "disabled", workload: frontend, clusters: all,
 			args: func(a *config.LatencyBudget) { a.DefaultBudget = 30 * time.Millisecond; a.Enabled = false },
 			fit:  all,
@@ -254,6 +304,25 @@ func TestFilter(t *testing.T) {
 	}
 }
 
+// unmeasure drops src's measured entry for dst.
+func unmeasure(in *model.Inputs, src, dst string) {
+	for i := range in.Latency {
+		if in.Latency[i].Source == src {
+			in.Latency[i].Peers = slices.DeleteFunc(in.Latency[i].Peers, func(p model.PairLatency) bool { return p.Cluster == dst })
+		}
+	}
+}
+
+// estimate adds an estimated entry src -> dst as the estimator writes it.
+func estimate(in *model.Inputs, src, dst string, us, errUs int64) {
+	for i := range in.Latency {
+		if in.Latency[i].Source == src {
+			in.Latency[i].Peers = append(in.Latency[i].Peers, model.PairLatency{Cluster: dst,
+				MinUs: max(us-errUs, 0), P50Us: us, P90Us: us, P99Us: us, Estimated: true, ErrorUs: errUs})
+		}
+	}
+}
+
 func TestFilterNoSnapshot(t *testing.T) {
 	var h model.Holder
 	args := config.Default().LatencyBudget
@@ -276,5 +345,15 @@ func TestRejectionReason(t *testing.T) {
 	want := "p90 RTT 233.64ms from member-ap-northeast-1 to the nearest replica of peer shop/cart-deployment (in member-eu-west-1) exceeds the budget 100ms"
 	if v.Fit || v.Reason != want {
 		t.Errorf("got %+v, want reason %q", v, want)
+	}
+	in := baseInputs()
+	unmeasure(&in, apne1, euw1)
+	unmeasure(&in, euw1, apne1)
+	estimate(&in, apne1, euw1, 200_000, 12_500)
+	h.Store(model.Build(in, model.BuildOptions{MinSamples: 10}))
+	v = New(&h, args, func() time.Time { return t0 }).Filter(frontend, apne1)
+	want = "p90 RTT estimate + expected error 212.5ms from member-ap-northeast-1 to the nearest replica of peer shop/cart-deployment (in member-eu-west-1) exceeds the budget 100ms"
+	if v.Fit || v.Reason != want {
+		t.Errorf("estimated: got %+v, want reason %q", v, want)
 	}
 }

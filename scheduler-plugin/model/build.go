@@ -25,6 +25,10 @@ type PairLatency struct {
 	Cluster                    string
 	MinUs, P50Us, P90Us, P99Us int64
 	Samples                    int64
+	// Estimated marks an entry the estimator filled for a pair nobody
+	// measured (Samples is then 0), with ErrorUs its expected error.
+	Estimated bool
+	ErrorUs   int64
 }
 
 // TrafficInput is one WorkloadTraffic.
@@ -166,7 +170,18 @@ func Build(in Inputs, opts BuildOptions) *Snapshot {
 		src := s.index[r.Source]
 		s.rowValidUntil[src] = r.ValidUntil.UnixNano()
 		for _, p := range r.Peers {
-			if p.Samples < opts.MinSamples || p.Samples <= 0 || p.P50Us < 0 || p.P90Us < p.P50Us || p.P99Us < p.P90Us || p.MinUs < 0 {
+			if p.P50Us < 0 || p.P90Us < p.P50Us || p.P99Us < p.P90Us || p.MinUs < 0 {
+				continue
+			}
+			if p.Estimated {
+				// An estimate of a cluster to itself, or one claiming
+				// samples, is not what the estimator writes.
+				if p.Samples == 0 && p.ErrorUs >= 0 && p.MinUs <= p.P50Us && p.Cluster != r.Source {
+					s.setEstimate(int(src)*n+int(s.index[p.Cluster]), p)
+				}
+				continue
+			}
+			if p.Samples < opts.MinSamples || p.Samples <= 0 {
 				continue
 			}
 			off := int(src)*n + int(s.index[p.Cluster])
@@ -312,11 +327,34 @@ func setBudget(w *Workload, ann map[string]string) {
 	}
 }
 
+// maxRTTUs is the CRD's bound on every RTT field (60 s).
+const maxRTTUs = 60_000_000
+
 func clampUs(v int64) int32 {
 	// The CRD bounds RTTs to 60 s; clamp anyway so a bad object cannot
 	// overflow the int32 matrix.
-	if v > 60_000_000 {
-		return 60_000_000
+	if v > maxRTTUs {
+		return maxRTTUs
 	}
 	return int32(v)
+}
+
+// setEstimate stores an estimated entry, allocating the estimate
+// matrices on the first.
+func (s *Snapshot) setEstimate(off int, p PairLatency) {
+	if s.estErr == nil {
+		nn := s.n * s.n
+		for q := range s.est {
+			s.est[q] = make([]int32, nn)
+		}
+		s.estErr = make([]int32, nn)
+		for i := range s.estErr {
+			s.estErr[i] = -1
+		}
+	}
+	s.est[QuantileP50][off] = clampUs(p.P50Us)
+	s.est[QuantileP90][off] = clampUs(p.P90Us)
+	s.est[QuantileP99][off] = clampUs(p.P99Us)
+	s.est[QuantileMin][off] = clampUs(p.MinUs)
+	s.estErr[off] = clampUs(p.ErrorUs)
 }

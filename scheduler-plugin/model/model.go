@@ -182,6 +182,13 @@ type Snapshot struct {
 	// rtt[q][src*n+dst] in microseconds, -1 when unknown or below the
 	// sample threshold.
 	rtt [numQuantiles][]int32
+	// est[q] and estErr are the estimated entries (pairs nobody measured,
+	// filled by the estimator from network coordinates) and their expected
+	// errors, laid out like rtt; all nil when there is none. Separate from
+	// rtt so that a measured value, in either direction, always wins, and
+	// the measured lookups cost what they did.
+	est    [numQuantiles][]int32
+	estErr []int32
 	// rowValidUntil[src] is the source's ClusterLatency validUntil (Unix ns);
 	// 0 when no object exists.
 	rowValidUntil []int64
@@ -248,8 +255,39 @@ func (s *Snapshot) NumWorkloads() int {
 // using only rows that are fresh at now (Unix ns). RTT is symmetric in
 // practice, so when a's row lacks b (or is stale) b's row is used. For a == b
 // the intra-cluster RTT is returned when measured, and 0 otherwise: staying
-// in one cluster never costs a WAN round trip.
+// in one cluster never costs a WAN round trip. Only when neither direction
+// is measured is an estimated entry used (a's row first).
 func (s *Snapshot) RTT(q Quantile, a, b int32, now int64) (int32, bool) {
+	if v, ok := s.measuredRTT(q, a, b, now); ok {
+		return v, true
+	}
+	if s.est[q] != nil {
+		if off, ok := s.estimated(a, b, now); ok {
+			return s.est[q][off], true
+		}
+	}
+	return 0, false
+}
+
+// RTTBound is RTT for a reader that compares the RTT with a limit and must
+// not pass a cluster on a guess: a measured value as RTT returns it, an
+// estimated one plus its expected error (one standard error: an estimate
+// passes a budget only if it would with the error added). estimated says
+// which it is.
+func (s *Snapshot) RTTBound(q Quantile, a, b int32, now int64) (us int32, estimated, ok bool) {
+	if v, ok := s.measuredRTT(q, a, b, now); ok {
+		return v, false, true
+	}
+	if s.est[q] != nil {
+		if off, ok := s.estimated(a, b, now); ok {
+			return addUs(s.est[q][off], s.estErr[off]), true, true
+		}
+	}
+	return 0, false, false
+}
+
+// measuredRTT is RTT without the estimates.
+func (s *Snapshot) measuredRTT(q Quantile, a, b int32, now int64) (int32, bool) {
 	m := s.rtt[q]
 	if now < s.rowValidUntil[a] {
 		if v := m[int(a)*s.n+int(b)]; v >= 0 {
@@ -265,6 +303,44 @@ func (s *Snapshot) RTT(q Quantile, a, b int32, now int64) (int32, bool) {
 		return 0, true
 	}
 	return 0, false
+}
+
+// estimated returns the offset of the estimated entry for a and b from a
+// fresh row, a's first; the estimator publishes both directions alike.
+func (s *Snapshot) estimated(a, b int32, now int64) (int, bool) {
+	if off := int(a)*s.n + int(b); now < s.rowValidUntil[a] && s.estErr[off] >= 0 {
+		return off, true
+	}
+	if off := int(b)*s.n + int(a); now < s.rowValidUntil[b] && s.estErr[off] >= 0 {
+		return off, true
+	}
+	return 0, false
+}
+
+// EstimatedError is the expected error of the estimated entry RTT would
+// use for a and b (0, false when RTT would use a measurement or nothing).
+func (s *Snapshot) EstimatedError(a, b int32, now int64) (int32, bool) {
+	if s == nil || s.estErr == nil {
+		return 0, false
+	}
+	if _, ok := s.measuredRTT(QuantileP50, a, b, now); ok {
+		return 0, false
+	}
+	off, ok := s.estimated(a, b, now)
+	if !ok {
+		return 0, false
+	}
+	return s.estErr[off], true
+}
+
+// HasEstimates reports whether any estimated entry was loaded.
+func (s *Snapshot) HasEstimates() bool { return s != nil && s.estErr != nil }
+
+func addUs(a, b int32) int32 {
+	if v := int64(a) + int64(b); v < maxRTTUs {
+		return int32(v)
+	}
+	return maxRTTUs
 }
 
 // HasPlan reports whether the snapshot carries a capacity plan.
@@ -332,12 +408,16 @@ type RTTView struct {
 	a      int32
 	aFresh bool
 	now    int64
+	// s and q reach the estimates, looked at only when nothing measured
+	// exists.
+	s *Snapshot
+	q Quantile
 }
 
 // RTTFrom returns the view of RTTs from cluster a at quantile q and time now.
 func (s *Snapshot) RTTFrom(q Quantile, a int32, now int64) RTTView {
 	m := s.rtt[q]
-	return RTTView{m: m, valid: s.rowValidUntil, row: m[int(a)*s.n : int(a+1)*s.n], n: s.n, a: a, aFresh: now < s.rowValidUntil[a], now: now}
+	return RTTView{m: m, valid: s.rowValidUntil, row: m[int(a)*s.n : int(a+1)*s.n], n: s.n, a: a, aFresh: now < s.rowValidUntil[a], now: now, s: s, q: q}
 }
 
 // To returns the RTT from the view's cluster to b.
@@ -355,5 +435,33 @@ func (v *RTTView) To(b int32) (int32, bool) {
 	if b == v.a {
 		return 0, true
 	}
+	if v.s.estErr != nil {
+		if off, ok := v.s.estimated(v.a, b, v.now); ok {
+			return v.s.est[v.q][off], true
+		}
+	}
 	return 0, false
+}
+
+// Bound is Snapshot.RTTBound from the view's cluster to b.
+func (v *RTTView) Bound(b int32) (us int32, estimated, ok bool) {
+	if v.aFresh {
+		if r := v.row[b]; r >= 0 {
+			return r, false, true
+		}
+	}
+	if v.now < v.valid[b] {
+		if r := v.m[int(b)*v.n+int(v.a)]; r >= 0 {
+			return r, false, true
+		}
+	}
+	if b == v.a {
+		return 0, false, true
+	}
+	if v.s.estErr != nil {
+		if off, ok := v.s.estimated(v.a, b, v.now); ok {
+			return addUs(v.s.est[v.q][off], v.s.estErr[off]), true, true
+		}
+	}
+	return 0, false, false
 }

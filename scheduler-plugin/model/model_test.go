@@ -185,6 +185,87 @@ func TestRTTViewMatchesRTT(t *testing.T) {
 	}
 }
 
+// TestEstimatesOnlyWhereNothingIsMeasured: the estimator's estimated
+// entries are used where no fresh row measured the pair in either
+// direction, never over a measurement; RTTBound adds their error; the
+// view agrees with the snapshot; malformed estimates are dropped.
+func TestEstimatesOnlyWhereNothingIsMeasured(t *testing.T) {
+	est := func(dst string, us, errUs int64) model.PairLatency {
+		return model.PairLatency{Cluster: dst, MinUs: max(us-errUs, 0), P50Us: us, P90Us: us, P99Us: us, Estimated: true, ErrorUs: errUs}
+	}
+	meas := func(dst string, us int64) model.PairLatency {
+		return model.PairLatency{Cluster: dst, MinUs: us * 9 / 10, P50Us: us, P90Us: us * 11 / 10, P99Us: us * 13 / 10, Samples: 100}
+	}
+	rows := []model.LatencyRow{
+		{Source: "a", ValidUntil: fresh, Peers: []model.PairLatency{
+			meas("b", 10_000),
+			est("c", 30_000, 3_000), // nothing measured a-c: the estimate
+			est("d", 5_000, 500),    // d measured a (below): the measurement
+			est("e", 7_000, 700),    // e's row is stale, a's fresh: the estimate
+			est("a", 1, 1),          // an estimate to itself: dropped
+			{Cluster: "f", MinUs: 1, P50Us: 2, P90Us: 2, P99Us: 2, Samples: 3, Estimated: true, ErrorUs: 1}, // samples: dropped
+			{Cluster: "g", MinUs: 9, P50Us: 2, P90Us: 2, P99Us: 2, Estimated: true, ErrorUs: 1},             // min > p50: dropped
+			{Cluster: "h", MinUs: 1, P50Us: 2, P90Us: 2, P99Us: 2, Estimated: true, ErrorUs: -1},            // negative error: dropped
+		}},
+		{Source: "b", ValidUntil: fresh, Peers: []model.PairLatency{
+			est("a", 99_000, 1_000), // a measured b: the measurement, both ways
+		}},
+		{Source: "c", ValidUntil: fresh},
+		{Source: "d", ValidUntil: fresh, Peers: []model.PairLatency{meas("a", 40_000)}},
+		{Source: "e", ValidUntil: t0.Add(-time.Second), Peers: []model.PairLatency{meas("a", 1_000), est("b", 8_000, 800)}},
+	}
+	s := model.Build(model.Inputs{Latency: rows}, model.BuildOptions{MinSamples: 10})
+	if !s.HasEstimates() {
+		t.Fatal("no estimates loaded")
+	}
+	idx := func(n string) int32 { i, _ := s.ClusterIndex(n); return i }
+	now := t0.UnixNano()
+	for _, tc := range []struct {
+		a, b      string
+		q         model.Quantile
+		want      int32 // RTT
+		bound     int32 // RTTBound
+		estimated bool
+		ok        bool
+	}{
+		{a: "a", b: "b", q: model.QuantileP50, want: 10_000, bound: 10_000, ok: true},
+		{a: "b", b: "a", q: model.QuantileP50, want: 10_000, bound: 10_000, ok: true},
+		{a: "a", b: "c", q: model.QuantileP50, want: 30_000, bound: 33_000, estimated: true, ok: true},
+		{a: "c", b: "a", q: model.QuantileP90, want: 30_000, bound: 33_000, estimated: true, ok: true},
+		{a: "a", b: "c", q: model.QuantileMin, want: 27_000, bound: 30_000, estimated: true, ok: true},
+		{a: "a", b: "d", q: model.QuantileP50, want: 40_000, bound: 40_000, ok: true},
+		{a: "d", b: "a", q: model.QuantileP50, want: 40_000, bound: 40_000, ok: true},
+		{a: "a", b: "e", q: model.QuantileP50, want: 7_000, bound: 7_700, estimated: true, ok: true},
+		{a: "e", b: "b", q: model.QuantileP50}, // only in e's stale row
+		{a: "a", b: "a", q: model.QuantileP50, want: 0, bound: 0, ok: true},
+		{a: "a", b: "f", q: model.QuantileP50},
+		{a: "a", b: "g", q: model.QuantileP50},
+		{a: "a", b: "h", q: model.QuantileP50},
+	} {
+		a, b := idx(tc.a), idx(tc.b)
+		got, ok := s.RTT(tc.q, a, b, now)
+		bound, estimated, bok := s.RTTBound(tc.q, a, b, now)
+		v := s.RTTFrom(tc.q, a, now)
+		vgot, vok := v.To(b)
+		vbound, vest, vbok := v.Bound(b)
+		if got != tc.want || ok != tc.ok || bound != tc.bound || estimated != tc.estimated || bok != tc.ok {
+			t.Errorf("%s->%s %s: RTT %d %v, bound %d estimated %v %v; want %d, %d, %v, %v", tc.a, tc.b, tc.q, got, ok, bound, estimated, bok, tc.want, tc.bound, tc.estimated, tc.ok)
+		}
+		if vgot != got || vok != ok || vbound != bound || vest != estimated || vbok != bok {
+			t.Errorf("%s->%s %s: view %d %v, bound %d %v %v disagrees with the snapshot", tc.a, tc.b, tc.q, vgot, vok, vbound, vest, vbok)
+		}
+		e, eok := s.EstimatedError(a, b, now)
+		if eok != tc.estimated || (eok && e != bound-got) {
+			t.Errorf("%s->%s: EstimatedError %d %v", tc.a, tc.b, e, eok)
+		}
+	}
+	// Without estimates nothing is allocated for them.
+	plain := model.Build(model.Inputs{Latency: modeltest.AWSLatency(fresh)}, model.BuildOptions{})
+	if plain.HasEstimates() {
+		t.Error("estimates without estimated entries")
+	}
+}
+
 func TestBuildCapacityPlan(t *testing.T) {
 	api := model.KeyFor("ns", "Deployment", "api")
 	db := model.KeyFor("ns", "StatefulSet", "db")

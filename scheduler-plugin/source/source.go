@@ -223,7 +223,8 @@ func (s *Source) inputs() model.Inputs {
 		row := model.LatencyRow{Source: cl.Name, ValidUntil: cl.Status.ValidUntil.Time}
 		for _, p := range cl.Status.Peers {
 			row.Peers = append(row.Peers, model.PairLatency{Cluster: p.Cluster, MinUs: p.MinMicroseconds,
-				P50Us: p.P50Microseconds, P90Us: p.P90Microseconds, P99Us: p.P99Microseconds, Samples: p.SampleCount})
+				P50Us: p.P50Microseconds, P90Us: p.P90Microseconds, P99Us: p.P99Microseconds, Samples: p.SampleCount,
+				Estimated: p.Estimated, ErrorUs: p.ExpectedErrorMicroseconds})
 		}
 		in.Latency = append(in.Latency, row)
 	}

@@ -132,6 +132,54 @@ func TestInformerBackedPlugins(t *testing.T) {
 			t.Errorf("fit %v, want %v", fit, want)
 		}
 	})
+	t.Run("estimated entries reach the model", func(t *testing.T) {
+		// A cluster whose agents never dialed anyone gets a row of
+		// estimates from the estimator; the schema accepts it and the
+		// model reads it, with its errors.
+		const newc = "member-new"
+		cl := &flowplacev1alpha1.ClusterLatency{
+			TypeMeta:   metav1.TypeMeta{APIVersion: flowplacev1alpha1.SchemeGroupVersion.String(), Kind: "ClusterLatency"},
+			ObjectMeta: metav1.ObjectMeta{Name: newc},
+			Spec:       flowplacev1alpha1.ClusterLatencySpec{ClusterID: "uid-" + newc},
+			Status:     flowplacev1alpha1.ClusterLatencyStatus{Freshness: freshness(time.Now().Add(10 * time.Minute))},
+		}
+		cl.Status.SampleCount = 0
+		for dst, us := range map[string]int64{euw1: 30_000, euc1: 25_000, use1: 70_000} {
+			cl.Status.Peers = append(cl.Status.Peers, flowplacev1alpha1.PeerLatency{Cluster: dst, MinMicroseconds: us - 5_000,
+				P50Microseconds: us, P90Microseconds: us, P99Microseconds: us, LastSampleTime: metav1.Now(),
+				Estimated: true, ExpectedErrorMicroseconds: 5_000})
+		}
+		createWithStatus(t, dc, flowplacev1alpha1.ClusterLatencyResource, "", cl)
+		t.Cleanup(func() {
+			_ = dc.Resource(flowplacev1alpha1.ClusterLatencyResource).Delete(ctx, newc, metav1.DeleteOptions{})
+		})
+		type got struct {
+			us, bound int32
+			est, ok   bool
+		}
+		lookup := func() got {
+			s := src.Snapshot()
+			a, okA := s.ClusterIndex(newc)
+			b, _ := s.ClusterIndex(euw1)
+			if !okA {
+				return got{}
+			}
+			now := time.Now().UnixNano()
+			us, _ := s.RTT(model.QuantileP90, b, a, now)
+			bound, est, ok := s.RTTBound(model.QuantileP90, a, b, now)
+			return got{us, bound, est, ok}
+		}
+		if g := waitFor(t, lookup, func(g got) bool { return g.ok }); g != (got{30_000, 35_000, true, true}) {
+			t.Errorf("eu-west-1 <-> %s: %+v, want the estimate 30 ms and its bound 35 ms", newc, g)
+		}
+		// The heavy peer in Ireland is 35 ms by the bound from the new
+		// cluster, the clients in Frankfurt 30 ms, within the template's
+		// 100 ms (without the estimates the filter would fail open for
+		// want of an RTT).
+		if v := filter.Filter(frontend, newc); !v.Fit || v.Reason != "within latency budget" {
+			t.Errorf("filter on %s: %+v", newc, v)
+		}
+	})
 	t.Run("peer moves with its binding", func(t *testing.T) {
 		rb, err := dc.Resource(source.ResourceBindingGVR).Namespace(ns).Get(ctx, "cart-deployment", metav1.GetOptions{})
 		if err != nil {

@@ -2,7 +2,9 @@
 // cost of running a workload in a cluster, from its traffic to peers
 // (weighted by where each peer's replicas run) and from its client clusters,
 // times the measured RTT (plus an optional per-byte egress price), turned
-// into 0..100 with the cheapest feasible cluster at 100.
+// into 0..100 with the cheapest feasible cluster at 100. A pair measured in
+// neither direction costs the estimator's estimate (network coordinates),
+// its expected value; a measurement in either direction always wins.
 //
 // Karmada fails the whole scheduling attempt when a score plugin returns an
 // error, so nothing here errors: missing or stale data gives the neutral
@@ -253,20 +255,30 @@ func (p *Plugin) Explain(w model.Key, cluster string) string {
 	// The single largest term is what an operator wants to see first.
 	var top string
 	var topCost float64
+	estimated := func(a, b int32) string {
+		if e, ok := s.EstimatedError(a, b, now); ok {
+			return fmt.Sprintf(", estimated ± %.1f ms", float64(e)/1000)
+		}
+		return ""
+	}
 	for _, e := range wl.Traffic.Peers {
 		var link float64
+		var est string
 		for _, d := range e.Dist {
 			rtt, _ := s.RTT(p.args.Quantile, c, d.Cluster, now)
 			link += d.Fraction * float64(rtt) / 1000
+			if _, ok := s.EstimatedError(c, d.Cluster, now); ok {
+				est = ", some estimated"
+			}
 		}
 		if v := e.BytesPerSecond * link; v > topCost {
-			topCost, top = v, fmt.Sprintf("peer %s (%.0f B/s, mean RTT %.1f ms)", e.Name, e.BytesPerSecond, link)
+			topCost, top = v, fmt.Sprintf("peer %s (%.0f B/s, mean RTT %.1f ms%s)", e.Name, e.BytesPerSecond, link, est)
 		}
 	}
 	for _, k := range wl.Traffic.Clients {
 		rtt, _ := s.RTT(p.args.Quantile, k.Cluster, c, now)
 		if v := k.BytesPerSecond * float64(rtt) / 1000; v > topCost {
-			topCost, top = v, fmt.Sprintf("clients in %s (%.0f B/s, RTT %.1f ms)", s.ClusterName(k.Cluster), k.BytesPerSecond, float64(rtt)/1000)
+			topCost, top = v, fmt.Sprintf("clients in %s (%.0f B/s, RTT %.1f ms%s)", s.ClusterName(k.Cluster), k.BytesPerSecond, float64(rtt)/1000, estimated(k.Cluster, c))
 		}
 	}
 	if top != "" {

@@ -182,6 +182,23 @@ func TestScore(t *testing.T) {
 			},
 		},
 		{
+			// Tokyo<->Ireland measured nowhere, estimated at the published
+			// 212.4 ms: it costs exactly what the measurement did.
+			name: "a pair nobody measured costs its estimate", workload: frontend, clusters: all,
+			mutate: func(in *model.Inputs) {
+				replaceWithEstimate(in, 4, euw1, 212_400, 20_000)
+				replaceWithEstimate(in, 2, apne1, 212_400, 20_000)
+			},
+			want: expected(frontendCosts, config.DefaultCostFloor),
+		},
+		{
+			// Tokyo's row has a (wrong) 1 ms estimate for Ireland, but
+			// Ireland measured Tokyo: the measurement is used.
+			name: "a measurement in the reverse direction wins over an estimate", workload: frontend, clusters: all,
+			mutate: func(in *model.Inputs) { replaceWithEstimate(in, 4, euw1, 1_000, 100) },
+			want:   expected(frontendCosts, config.DefaultCostFloor),
+		},
+		{
 			name: "no traffic object: neutral", workload: model.KeyFor("shop", "Deployment", "unknown"), clusters: all,
 			want: neutral(5), reasons: []Reason{ReasonNoTraffic, ReasonNoTraffic, ReasonNoTraffic, ReasonNoTraffic, ReasonNoTraffic},
 		},
@@ -366,6 +383,16 @@ func checkoutNeedsFrankfurt(in *model.Inputs) {
 	in.AvailableMilliCPU = map[string]float64{use1: 64000, usw2: 64000, euw1: 64000, euc1: 2000, apne1: 64000}
 }
 
+// replaceWithEstimate turns row's measured entry for dst into an estimate
+// as the estimator writes it (all quantiles the estimate, no samples).
+func replaceWithEstimate(in *model.Inputs, row int, dst string, us, errUs int64) {
+	for j, p := range in.Latency[row].Peers {
+		if p.Cluster == dst {
+			in.Latency[row].Peers[j] = model.PairLatency{Cluster: dst, MinUs: us - errUs, P50Us: us, P90Us: us, P99Us: us, Estimated: true, ErrorUs: errUs}
+		}
+	}
+}
+
 func TestNoSnapshotIsNeutral(t *testing.T) {
 	var h model.Holder
 	p := New(&h, defaultArgs(), nil)
@@ -385,6 +412,13 @@ func TestExplain(t *testing.T) {
 		t.Errorf("Explain:\n got %s\nwant %s", got, want)
 	}
 	in := baseInputs()
+	replaceWithEstimate(&in, 4, euw1, 212_400, 20_000)
+	replaceWithEstimate(&in, 2, apne1, 212_400, 20_000)
+	h.Store(model.Build(in, model.BuildOptions{MinSamples: 10}))
+	if got := p.Explain(frontend, apne1); !strings.HasSuffix(got, "largest: peer shop/cart-deployment (10000000 B/s, mean RTT 212.4 ms, some estimated)") {
+		t.Errorf("Explain with an estimated RTT: %s", got)
+	}
+	in = baseInputs()
 	checkoutNeedsFrankfurt(&in)
 	h.Store(model.Build(in, model.BuildOptions{MinSamples: 10, Plan: true, Now: func() time.Time { return t0 }}))
 	got = p.Explain(frontend, euc1)
