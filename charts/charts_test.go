@@ -67,7 +67,7 @@ func TestRenderedObjects(t *testing.T) {
 	}
 	karmada := render(t, ModeKarmada, testValues())
 	kinds = strings.Join(karmada.Kinds(), ", ")
-	want := "1 ClusterPropagationPolicy, 1 ConfigMap, 1 DaemonSet, 1 Namespace, 1 ServiceAccount, 2 CustomResourceDefinition, 2 OverridePolicy, 2 Role, 2 RoleBinding, 2 Secret, 3 ClusterRole, 3 ClusterRoleBinding, 3 PropagationPolicy"
+	want := "1 ClusterPropagationPolicy, 1 ConfigMap, 1 DaemonSet, 1 Namespace, 1 ServiceAccount, 2 CustomResourceDefinition, 2 OverridePolicy, 2 Secret, 3 ClusterRole, 3 ClusterRoleBinding, 3 PropagationPolicy, 4 Role, 4 RoleBinding"
 	if kinds != want {
 		t.Errorf("karmada-apiserver objects: %s, want %s", kinds, want)
 	}
@@ -222,6 +222,71 @@ func convert(t *testing.T, u *unstructured.Unstructured, into any) {
 	}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, into, true); err != nil {
 		t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
+	}
+}
+
+func TestAgentRouting(t *testing.T) {
+	r := render(t, ModeKarmada, testValues())
+	var ds appsv1.DaemonSet
+	convert(t, r.Find("DaemonSet", "flowplace-agent"), &ds)
+	c := ds.Spec.Template.Spec.Containers[0]
+	for _, a := range []string{"--routing=true", "--routing-fail-threshold=3", "--routing-base-ejection=10s", "--routing-max-ejection=5m",
+		"--routing-sync-interval=1s", "--routing-matrix-configmap=flowplace-system/flowplace-cluster-latency"} {
+		if !slices.Contains(c.Args, a) {
+			t.Errorf("args %v lack %s", c.Args, a)
+		}
+	}
+	// Env index 1 is what each member's OverridePolicy sets to its name.
+	if len(c.Env) < 4 || c.Env[1].Name != "CLUSTER_NAME" || c.Env[2].Name != "POD_NAME" || c.Env[3].Name != "POD_NAMESPACE" {
+		t.Fatalf("env %+v, want NODE_NAME, CLUSTER_NAME, POD_NAME, POD_NAMESPACE", c.Env)
+	}
+	op := r.Find("OverridePolicy", "flowplace-agent-otlp-member1")
+	rules, _, _ := unstructured.NestedSlice(op.Object, "spec", "overrideRules")
+	pt, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "overriders", "plaintext")
+	if len(pt) != 2 || pt[1].(map[string]any)["path"] != "/spec/template/spec/containers/0/env/1/value" || pt[1].(map[string]any)["value"] != "member1" {
+		t.Errorf("member1's overriders %v: want CLUSTER_NAME set to member1", pt)
+	}
+	// The matrix ConfigMap and the agent's Role travel with the agent.
+	pp := r.Find("PropagationPolicy", "flowplace-agent")
+	sel, _, _ := unstructured.NestedSlice(pp.Object, "spec", "resourceSelectors")
+	var selected []string
+	for _, s := range sel {
+		m := s.(map[string]any)
+		selected = append(selected, m["kind"].(string)+"/"+m["name"].(string))
+	}
+	for _, want := range []string{"ConfigMap/flowplace-cluster-latency", "Role/flowplace-agent", "RoleBinding/flowplace-agent"} {
+		if !slices.Contains(selected, want) {
+			t.Errorf("agent PropagationPolicy selects %v, not %s", selected, want)
+		}
+	}
+	cr := r.Find("ClusterRole", "flowplace-agent")
+	rulesCR, _, _ := unstructured.NestedSlice(cr.Object, "rules")
+	var resources []string
+	for _, rr := range rulesCR {
+		res, _, _ := unstructured.NestedStringSlice(rr.(map[string]any), "resources")
+		resources = append(resources, res...)
+	}
+	for _, want := range []string{"serviceimports", "multiclusterservices", "events", "endpointslices"} {
+		if !slices.Contains(resources, want) {
+			t.Errorf("agent ClusterRole covers %v, not %s", resources, want)
+		}
+	}
+	var est appsv1.Deployment
+	convert(t, render(t, ModeHost, testValues()).Find("Deployment", "flowplace-estimator"), &est)
+	if args := est.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--matrix-configmap=flowplace-system/flowplace-cluster-latency") {
+		t.Errorf("estimator args %v do not publish the matrix ConfigMap", args)
+	}
+
+	v := testValues()
+	v["agent"].(map[string]any)["routing"] = map[string]any{"enabled": false}
+	convert(t, render(t, ModeKarmada, v).Find("DaemonSet", "flowplace-agent"), &ds)
+	for _, a := range ds.Spec.Template.Spec.Containers[0].Args {
+		if strings.HasPrefix(a, "--routing") && a != "--routing=false" {
+			t.Errorf("routing disabled, yet %s", a)
+		}
+	}
+	if !slices.Contains(ds.Spec.Template.Spec.Containers[0].Args, "--routing=false") {
+		t.Error("routing disabled without --routing=false (which removes pinned routing)")
 	}
 }
 

@@ -56,6 +56,7 @@ type options struct {
 	routingPinDir   string
 	routingInterval time.Duration
 	routingHealth   redirect.Health
+	routingMatrix   string
 }
 
 func main() {
@@ -115,6 +116,7 @@ With --topology-file it runs standalone: addresses are attributed from the file
 	f.BoolVar(&o.routing, "routing", true, "route connects to services annotated "+routing.AnnotationRouting+"="+routing.ModeNearest+" to the nearest healthy cluster (socket-level, in the kernel); false removes what an earlier agent pinned")
 	f.StringVar(&o.routingPinDir, "routing-pin-dir", "/sys/fs/bpf/flowplace/routing", "bpffs directory where routing pins its maps and links, so routing outlives agent restarts")
 	f.DurationVar(&o.routingInterval, "routing-sync-interval", time.Second, "how often routing re-reads passive health and RTT (API changes apply at once)")
+	f.StringVar(&o.routingMatrix, "routing-matrix-configmap", "", "namespace/name of the ConfigMap holding the fleet's latency matrix (the estimator publishes it, Karmada propagates it); empty: order clusters by this agent's own measurements only")
 	f.Uint32Var(&o.routingHealth.FailThreshold, "routing-fail-threshold", redirect.DefaultHealth.FailThreshold, "consecutive failed connects that eject a backend")
 	f.DurationVar(&o.routingHealth.BaseEjection, "routing-base-ejection", redirect.DefaultHealth.BaseEjection, "first ejection of a backend; doubled per further ejection")
 	f.DurationVar(&o.routingHealth.MaxEjection, "routing-max-ejection", redirect.DefaultHealth.MaxEjection, "longest ejection")
@@ -143,6 +145,11 @@ func (o *options) validate() error {
 		}
 		if err := o.routingHealth.Validate(); err != nil {
 			return err
+		}
+		if o.routingMatrix != "" {
+			if ns, name, ok := strings.Cut(o.routingMatrix, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+				return fmt.Errorf("--routing-matrix-configmap %q: want namespace/name", o.routingMatrix)
+			}
 		}
 	}
 	if _, _, err := net.SplitHostPort(o.listenAddress); err != nil {

@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -64,9 +65,13 @@ func startRouting(ctx context.Context, log klog.Logger, o *options, m *member, s
 	if err != nil {
 		return nil, fmt.Errorf("routing: metadata client: %w", err)
 	}
-	dyn, err := dynamic.NewForConfig(m.config)
-	if err != nil {
-		return nil, fmt.Errorf("routing: dynamic client: %w", err)
+	var matrix types.NamespacedName
+	if o.routingMatrix != "" {
+		ns, name, ok := strings.Cut(o.routingMatrix, "/")
+		if !ok || ns == "" || name == "" {
+			return nil, fmt.Errorf("--routing-matrix-configmap %q: want namespace/name", o.routingMatrix)
+		}
+		matrix = types.NamespacedName{Namespace: ns, Name: name}
 	}
 	b := record.NewBroadcaster(record.WithContext(ctx))
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: m.client.CoreV1().Events("")})
@@ -74,7 +79,7 @@ func startRouting(ctx context.Context, log klog.Logger, o *options, m *member, s
 	events := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "flowplace-agent", Host: o.nodeName})
 	c, err := routing.New(log, routing.Config{
 		Self: self, Datapath: d, Factory: m.factory,
-		Discovery: disc, Metadata: meta, Dynamic: dyn,
+		Discovery: disc, Metadata: meta, Client: m.client, Matrix: matrix,
 		PeerRTT: r.peerRTT, Events: events, Interval: o.routingInterval,
 	})
 	if err != nil {

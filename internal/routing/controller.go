@@ -13,14 +13,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/metadata"
@@ -30,6 +30,7 @@ import (
 	"k8s.io/klog/v2"
 
 	flowplacev1alpha1 "github.com/flowplace/flowplace/api/v1alpha1"
+	"github.com/flowplace/flowplace/internal/latencymatrix"
 	"github.com/flowplace/flowplace/internal/redirect"
 )
 
@@ -63,12 +64,16 @@ type Config struct {
 	// Factory is the agent's informer factory (shared with attribution, so
 	// Services and EndpointSlices are cached once).
 	Factory informers.SharedInformerFactory
-	// Discovery, Metadata and Dynamic read the optional APIs: ServiceImport
-	// and MultiClusterService annotations, ClusterLatency rows. Nil
-	// clients leave those out.
+	// Discovery and Metadata read the optional APIs' annotations
+	// (ServiceImport, MultiClusterService); nil leaves them out.
 	Discovery discovery.DiscoveryInterface
 	Metadata  metadata.Interface
-	Dynamic   dynamic.Interface
+	// Client and Matrix locate the fleet's latency matrix: the ConfigMap
+	// the estimator publishes and Karmada propagates
+	// (package latencymatrix). A zero Matrix leaves routing to this
+	// agent's own measurements.
+	Client kubernetes.Interface
+	Matrix types.NamespacedName
 	// PeerRTT is the agent's own RTT to other clusters; may be nil.
 	PeerRTT *PeerRTT
 	// Events records warnings about bad routing input on the Service; may
@@ -207,22 +212,24 @@ func (c *Controller) optional(ctx context.Context) error {
 		}
 		mf.Start(ctx.Done())
 	}
-	if c.cfg.Dynamic != nil {
-		if has(flowplacev1alpha1.ClusterLatencyResource) {
-			df := dynamicinformer.NewDynamicSharedInformerFactory(c.cfg.Dynamic, 30*time.Minute)
-			inf := df.ForResource(flowplacev1alpha1.ClusterLatencyResource).Informer()
-			if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-				AddFunc:    c.setRow,
-				UpdateFunc: func(_, o any) { c.setRow(o) },
-				DeleteFunc: c.deleteRow,
-			}); err != nil {
-				return err
-			}
-			syncs = append(syncs, inf.HasSynced)
-			df.Start(ctx.Done())
-		} else {
-			c.log.Info("No ClusterLatency in this member (the chart propagates them from the Karmada control plane): routing orders clusters by this agent's own measurements only")
+	if c.cfg.Client != nil && c.cfg.Matrix.Name != "" {
+		// One named ConfigMap: the agent may read no other.
+		f := informers.NewSharedInformerFactoryWithOptions(c.cfg.Client, 30*time.Minute, informers.WithNamespace(c.cfg.Matrix.Namespace),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", c.cfg.Matrix.Name).String()
+			}))
+		inf := f.Core().V1().ConfigMaps().Informer()
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    c.setMatrix,
+			UpdateFunc: func(_, o any) { c.setMatrix(o) },
+			DeleteFunc: func(any) { c.setRows(nil) },
+		}); err != nil {
+			return err
 		}
+		syncs = append(syncs, inf.HasSynced)
+		f.Start(ctx.Done())
+	} else {
+		c.log.Info("No latency matrix configured: routing orders clusters by this agent's own measurements only")
 	}
 	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
 		return errors.New("routing: optional API caches did not sync")
@@ -230,32 +237,28 @@ func (c *Controller) optional(ctx context.Context) error {
 	return nil
 }
 
-func (c *Controller) setRow(o any) {
-	u, ok := o.(*unstructured.Unstructured)
+func (c *Controller) setMatrix(o any) {
+	cm, ok := o.(*corev1.ConfigMap)
 	if !ok {
 		return
 	}
-	var cl flowplacev1alpha1.ClusterLatency
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &cl); err != nil {
-		c.log.Error(err, "Ignoring unreadable ClusterLatency", "name", u.GetName())
+	rows, err := latencymatrix.Decode([]byte(cm.Data[latencymatrix.DataKey]))
+	if err != nil {
+		// Keep what was read before: a bad publication changes nothing.
+		c.log.Error(err, "Ignoring unreadable latency matrix", "configMap", klog.KObj(cm))
 		return
 	}
-	c.rowsMu.Lock()
-	c.rows[cl.Name] = &cl
-	c.rowsMu.Unlock()
-	c.kick()
+	c.setRows(rows)
 }
 
-func (c *Controller) deleteRow(o any) {
-	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
-		o = d.Obj
+func (c *Controller) setRows(rows map[string]*flowplacev1alpha1.ClusterLatency) {
+	if rows == nil {
+		rows = map[string]*flowplacev1alpha1.ClusterLatency{}
 	}
-	if u, ok := o.(*unstructured.Unstructured); ok {
-		c.rowsMu.Lock()
-		delete(c.rows, u.GetName())
-		c.rowsMu.Unlock()
-		c.kick()
-	}
+	c.rowsMu.Lock()
+	c.rows = rows
+	c.rowsMu.Unlock()
+	c.kick()
 }
 
 func (c *Controller) kick() {

@@ -14,6 +14,9 @@ Secret karmadactl addons checks for before it enables an addon. */}}
 {{/* The ConfigMap of the OTLP CA bundle (host and members). */}}
 {{- define "flowplace.otlpCAConfigMap" -}}flowplace-otlp-ca{{- end -}}
 
+{{/* The latency matrix the estimator publishes for the agents (karmada-apiserver, agent namespace; propagated). */}}
+{{- define "flowplace.matrixConfigMap" -}}flowplace-cluster-latency{{- end -}}
+
 {{/* The Secret of one member's OTLP client identity in the karmada-apiserver. */}}
 {{- define "flowplace.agent.identitySecret" -}}flowplace-agent-otlp-{{ . }}{{- end -}}
 
