@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,6 +31,8 @@ type rttFiller struct {
 	disabled bool
 	cfg      coordinates.Config
 
+	// mu serialises fill: PublishOnce may run beside the leader's loop.
+	mu    sync.Mutex
 	input []coordinates.Measurement // of the last fit, sorted
 	est   []coordinates.Estimate
 }
@@ -68,6 +71,8 @@ func (r *rttFiller) fill(lat map[string]map[string]aggregate.PairStat) []filled 
 	if r.disabled {
 		return nil
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	newest := map[string]time.Time{}
 	var in []coordinates.Measurement
 	for src, peers := range lat {

@@ -239,3 +239,42 @@ func keys(m map[[2]int]bool) [][2]int {
 	})
 	return out
 }
+
+// TestFillerRefitsOnlyWhenMediansMove: the fit is reused while every
+// median stays within refitRelative of the last fit's, and redone when one
+// moves further or a pair appears; both directions of each estimate come
+// out, and self pairs and empty medians never reach the fit.
+func TestFillerRefitsOnlyWhenMediansMove(t *testing.T) {
+	now := time.Now()
+	snap, _ := estSnapshot(now)
+	lat := snap.Latency
+	lat[estUID(3)][estUID(3)] = aggregate.PairStat{P50: 0.0001, Samples: 10, LastSeen: now} // intra-cluster
+	lat[estUID(6)][estUID(5)] = aggregate.PairStat{P50: 0, Samples: 1, LastSeen: now}       // no median
+	var f rttFiller
+	first := f.fill(lat)
+	if len(first) != 8 {
+		t.Fatalf("%d estimated entries, want 8: %+v", len(first), first)
+	}
+	for _, m := range f.input {
+		if m.A == m.B || !(m.RTT > 0) {
+			t.Errorf("fit input %+v", m)
+		}
+	}
+	fitted := &f.input[0]
+	scale := func(k float64) {
+		for _, peers := range lat {
+			for dst, st := range peers {
+				st.P50 *= k
+				peers[dst] = st
+			}
+		}
+	}
+	scale(1.005)
+	if again := f.fill(lat); &f.input[0] != fitted || !slices.Equal(again, first) {
+		t.Error("refitted (or changed) for medians that moved 0.5%")
+	}
+	scale(1.01)
+	if again := f.fill(lat); &f.input[0] == fitted || again[0].rtt <= first[0].rtt {
+		t.Errorf("not refitted after medians moved 1.5%%: %+v", again[0])
+	}
+}

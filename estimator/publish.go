@@ -200,14 +200,17 @@ func (p *publisher) build(s *aggregate.Snapshot) []desired {
 	// peers drops estimates first.
 	var estimated int64
 	for _, e := range p.estimates.fill(s.Latency) {
+		// Clusters Karmada does not know were counted with their
+		// measurements; their estimates are only skipped.
+		dst, okDst := p.res.clusterByID(e.dst)
+		if _, okSrc := p.res.clusterByID(e.src); !okSrc || !okDst {
+			continue
+		}
 		r := rowOf(e.src)
 		if r == nil || len(r.obj.Status.Peers) >= v1.MaxPeerClusters {
 			continue
 		}
-		dstName, ok := name(e.dst)
-		if !ok {
-			continue
-		}
+		dstName := dst.Name
 		r.obj.Status.Peers = append(r.obj.Status.Peers, e.peerLatency(dstName))
 		estimated++
 		if e.lastSeen.After(r.lastSeen) {
