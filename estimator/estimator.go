@@ -30,6 +30,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -75,6 +76,10 @@ type Config struct {
 
 	// FieldManager names the estimator in managedFields.
 	FieldManager string
+
+	// MatrixConfigMap, when set, is where the latency matrix is also kept
+	// for the agents' routing (the chart propagates it to the members).
+	MatrixConfigMap types.NamespacedName
 }
 
 // Validate checks the configuration and fills defaults.
@@ -132,6 +137,7 @@ type Estimator struct {
 	agg     *aggregate.Aggregator
 	res     *resolver
 	pub     *publisher
+	matrix  *matrixPublisher
 	metrics *selfMetrics
 	kube    kubernetes.Interface
 
@@ -175,6 +181,9 @@ func New(cfg Config) (*Estimator, error) {
 		e.metrics = noopMetrics()
 	}
 	e.pub = newPublisher(dc, res, cfg.Publish, cfg.FieldManager, e.metrics)
+	if cfg.MatrixConfigMap.Name != "" {
+		e.matrix = &matrixPublisher{kube: kc, at: cfg.MatrixConfigMap, manager: cfg.FieldManager}
+	}
 	return e, nil
 }
 
@@ -342,6 +351,16 @@ func (e *Estimator) PublishOnce(ctx context.Context) int {
 	n, err := e.pub.publish(ctx, e.agg.Snapshot())
 	if err != nil {
 		klog.ErrorS(err, "Publishing round incomplete", "written", n)
+	}
+	if e.matrix != nil {
+		// From the objects as published (the informer's view, which the
+		// writes above reach within milliseconds; a round that misses
+		// them is caught up by the next).
+		if wrote, err := e.matrix.publish(ctx, e.res.latencyRows()); err != nil {
+			klog.ErrorS(err, "Publishing the latency matrix for routing")
+		} else if wrote {
+			klog.V(3).InfoS("Published the latency matrix for routing", "configMap", e.cfg.MatrixConfigMap.String())
+		}
 	}
 	return n
 }

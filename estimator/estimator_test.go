@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	v1 "github.com/flowplace/flowplace/api/v1alpha1"
@@ -32,6 +33,9 @@ import (
 // test workloads.
 type env struct {
 	cp *controlplane.ControlPlane
+	// matrix, when set, is where replicas also publish the latency
+	// matrix for routing.
+	matrix types.NamespacedName
 }
 
 func setupEnv(t *testing.T) *env {
@@ -103,6 +107,7 @@ func (en *env) start(t *testing.T, identity string, window time.Duration) *repli
 		LeaseDuration:   3 * time.Second,
 		RenewDeadline:   2 * time.Second,
 		RetryPeriod:     250 * time.Millisecond,
+		MatrixConfigMap: en.matrix,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/otel/attribute"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -52,6 +53,7 @@ type options struct {
 	retryPeriod     time.Duration
 	qps             float32
 	burst           int
+	matrixConfigMap string
 }
 
 func main() {
@@ -106,6 +108,7 @@ served on --health-address.`,
 	f.IntVar(&o.maxFlows, "max-flows", 500_000, "(workload, peer, cluster pair) aggregates at most")
 	f.DurationVar(&o.seriesTTL, "series-ttl", 10*time.Minute, "forget input series not reported for this long; older points are refused")
 	f.DurationVar(&o.maxClockSkew, "max-clock-skew", aggregate.DefaultMaxClockSkew, "refuse points stamped further than this ahead of the estimator's clock")
+	f.StringVar(&o.matrixConfigMap, "matrix-configmap", "", "namespace/name of a ConfigMap in which the latency matrix is also kept, for the agents' routing (the chart propagates it to the members with the agent); empty: none")
 	f.StringVar(&o.leaseNamespace, "lease-namespace", "karmada-system", "namespace of the leader election Lease")
 	f.StringVar(&o.leaseName, "lease-name", "flowplace-estimator", "name of the leader election Lease")
 	f.StringVar(&o.identity, "identity", os.Getenv("POD_NAME"), "this replica's identity in the Lease (default $POD_NAME or host_pid)")
@@ -123,6 +126,11 @@ served on --health-address.`,
 // validate checks every flag before anything starts; each error names its
 // flag. Comparisons are written so that NaN fails them.
 func (o *options) validate() error {
+	if o.matrixConfigMap != "" {
+		if ns, name, ok := strings.Cut(o.matrixConfigMap, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return fmt.Errorf("--matrix-configmap %q: want namespace/name", o.matrixConfigMap)
+		}
+	}
 	for _, a := range []struct{ name, addr string }{{"--otlp-address", o.otlpAddress}, {"--health-address", o.healthAddress}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			return fmt.Errorf("%s %q: %w", a.name, a.addr, err)
@@ -235,6 +243,7 @@ func run(ctx context.Context, o *options) error {
 		Meter:           prov.MeterProvider.Meter(estimator.ScopeName),
 		LeaseNamespace:  o.leaseNamespace,
 		LeaseName:       o.leaseName,
+		MatrixConfigMap: matrixAt(o.matrixConfigMap),
 		Identity:        o.identity,
 		LeaseDuration:   o.leaseDuration,
 		RenewDeadline:   o.renewDeadline,
@@ -244,4 +253,9 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	return e.Run(ctx)
+}
+
+func matrixAt(s string) types.NamespacedName {
+	ns, name, _ := strings.Cut(s, "/")
+	return types.NamespacedName{Namespace: ns, Name: name}
 }

@@ -109,9 +109,9 @@ func matrixRTT(rows map[string]*flowplacev1alpha1.ClusterLatency, self, peer str
 		p, ok := find(dir[0], dir[1])
 		switch {
 		case !ok || p.P50Microseconds <= 0:
-		case p.SampleCount > 0:
+		case !p.Estimated && p.SampleCount > 0:
 			return RTT{Value: time.Duration(p.P50Microseconds) * time.Microsecond, Source: Matrix}
-		case est == nil:
+		case p.Estimated && est == nil:
 			est = &p // filled by the estimator, not measured
 		}
 	}

@@ -21,7 +21,7 @@ func TestMatrixRTTPrecedence(t *testing.T) {
 	now := time.Unix(5000, 0)
 	fresh, stale := now.Add(time.Minute), now.Add(-time.Second)
 	measured := func(c string, us, n int64) flowplacev1alpha1.PeerLatency {
-		return flowplacev1alpha1.PeerLatency{Cluster: c, P50Microseconds: us, SampleCount: n}
+		return flowplacev1alpha1.PeerLatency{Cluster: c, P50Microseconds: us, SampleCount: n, Estimated: n == 0}
 	}
 	cases := []struct {
 		name string
