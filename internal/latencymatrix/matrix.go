@@ -9,7 +9,7 @@ package latencymatrix
 
 import (
 	"encoding/json"
-		"fmt"
+	"fmt"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"

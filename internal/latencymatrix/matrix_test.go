@@ -67,4 +67,6 @@ func TestFullMeshOf200Fits(t *testing.T) {
 	t.Logf("200 x 200 clusters: %d bytes (%.1f a pair)", len(b), float64(len(b))/40000)
 }
 
-func name(i int) string { return "member-" + string(rune('a'+i/26%26)) + string(rune('a'+i%26)) + "-eu" }
+func name(i int) string {
+	return "member-" + string(rune('a'+i/26%26)) + string(rune('a'+i%26)) + "-eu"
+}
