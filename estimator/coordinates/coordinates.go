@@ -11,8 +11,8 @@
 // This is the model of Vivaldi (F. Dabek, R. Cox, F. Kaashoek, R. Morris,
 // "Vivaldi: A Decentralized Network Coordinate System", SIGCOMM 2004): the
 // Euclidean part stands for the wide-area core, where distance follows
-// geography, and the height (section 5.4 there) for the access link that
-// every path from a node shares. Serf and Consul use the same model
+// geography, and the height (the paper's "height vectors") for the access
+// link that every path from a node shares. Serf and Consul use the same model
 // (github.com/hashicorp/serf, package coordinate: Vec, Height, and a
 // per-node Error), as do their "nearest datacenter" queries.
 //
