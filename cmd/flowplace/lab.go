@@ -30,6 +30,7 @@ type labOptions struct {
 	rate     float64
 	withAPI  bool
 	kube     bool
+	routing  time.Duration
 }
 
 func newLabCommand() *cobra.Command {
@@ -46,7 +47,12 @@ the scheduler plugins' Filter + Score.
 It first measures the shop placed the way Karmada places it without flowplace
 (cluster spread constraint maxGroups: 1, equal scores, finite capacity), then
 re-places it where flowplace's plugins put it, measures again, and reports
-both. Everything is torn down at the end, on Ctrl-C, and by the next run if
+both. Then (routing phase, --routing-duration) it runs every service in
+every cluster and measures the shop with connects balanced over all
+clusters' endpoints, as kube-proxy balances a multi-cluster service, then
+with flowplace's routing (local cluster first, then by measured RTT), and
+kills one cluster's instance of a service to measure how long until new
+connections succeed again. Everything is torn down at the end, on Ctrl-C, and by the next run if
 one was killed. Needs root and a kernel with BTF.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -55,6 +61,7 @@ one was killed. Needs root and a kernel with BTF.`,
 	}
 	f := cmd.Flags()
 	f.DurationVar(&o.duration, "duration", 40*time.Second, "measured time, split between the two placements")
+	f.DurationVar(&o.routing, "routing-duration", 20*time.Second, "measured time of the routing phase, split between kube-proxy-style balancing and flowplace's routing (0: no routing phase; not with --kubernetes)")
 	f.IntVar(&o.clusters, "clusters", 3, fmt.Sprintf("clusters of the default profile (2 to %d)", lab.MaxClusters))
 	f.StringVar(&o.profile, "profile", "", "LabProfile YAML with clusters and RTTs (replaces the default profile)")
 	f.Float64Var(&o.scale, "scale", 0.1, "scale of the default profile's published RTTs (0 to 1]")
@@ -97,7 +104,10 @@ func runLab(ctx context.Context, stdout, stderr io.Writer, o labOptions) error {
 	if err != nil {
 		return fmt.Errorf("lab: own executable: %w", err)
 	}
-	opts := lab.RunOptions{Profile: prof, Duration: o.duration, RatePerCluster: o.rate, Executable: exe, Progress: stderr, WithAPIServer: o.withAPI, Kubernetes: o.kube}
+	opts := lab.RunOptions{Profile: prof, Duration: o.duration, RatePerCluster: o.rate, Executable: exe, Progress: stderr, WithAPIServer: o.withAPI, Kubernetes: o.kube, RoutingDuration: o.routing}
+	if o.kube {
+		opts.RoutingDuration = 0 // test/e2e covers routing on kubelet clusters
+	}
 	// Everything that can be wrong with the input or the machine is found
 	// before the machine is changed.
 	if err := lab.Preflight(&opts); err != nil {
@@ -197,6 +207,18 @@ func printReport(out io.Writer, r *lab.Report) {
 	fmt.Fprintf(tw, "client mean ms\t%.1f\t%.1f\t%.3f\t\n", r.Before.MeanMs, r.After.MeanMs, r.MeanLatencyRatio)
 	fmt.Fprintf(tw, "client p50 ms\t%.1f\t%.1f\t\t\n", r.Before.P50Ms, r.After.P50Ms)
 	fmt.Fprintf(tw, "client p99 ms\t%.1f\t%.1f\t\t\n", r.Before.P99Ms, r.After.P99Ms)
+	if rr := r.Routing; rr != nil {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "ROUTING (every service in every cluster)\tkube-proxy-style\tflowplace\tflowplace/kube-proxy\t")
+		fmt.Fprintf(tw, "cross-cluster KiB/s\t%.0f\t%.0f\t%.3f\t\n", rr.KubeProxy.CrossClusterBytesPerSecond/1024, rr.Flowplace.CrossClusterBytesPerSecond/1024, rr.CrossClusterBytesRatio)
+		fmt.Fprintf(tw, "client mean ms\t%.1f\t%.1f\t%.3f\t\n", rr.KubeProxy.MeanMs, rr.Flowplace.MeanMs, rr.LatencyRatio)
+		fmt.Fprintf(tw, "client p99 ms\t%.1f\t%.1f\t\t\n", rr.KubeProxy.P99Ms, rr.Flowplace.P99Ms)
+		for _, c := range r.Clusters {
+			fmt.Fprintf(tw, "order from %s\t%s, then %s\t\t\t\n", c, c, strings.Join(rr.Order[c], ", "))
+		}
+		fmt.Fprintf(tw, "failover (%s killed in %s)\t%.0f ms\t%d connects failed, %d after\t\t\n",
+			rr.Killed, rr.KilledIn, rr.FailoverMs, rr.FailedConnects, rr.FailedAfterFailover)
+	}
 	tw.Flush()
 	if r.Published != nil {
 		fmt.Fprintf(out, "\nestimator objects in the API server: %d ClusterLatency, %d WorkloadTraffic\n",

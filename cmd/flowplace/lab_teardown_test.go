@@ -42,7 +42,7 @@ func TestLabInterruptTearsDown(t *testing.T) {
 		{name: "SIGINT while measuring, with the API server, run from /", sig: syscall.SIGINT, group: true,
 			args: []string{"--with-apiserver"}, waitFor: "eBPF agents attached", built: true, apiServer: true},
 		{name: "SIGTERM while measuring", sig: syscall.SIGTERM, waitFor: "eBPF agents attached", built: true},
-		{name: "SIGTERM while building the world", sig: syscall.SIGTERM, waitFor: "[1/4] creating"},
+		{name: "SIGTERM while building the world", sig: syscall.SIGTERM, waitFor: "[1/6] creating"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.apiServer {

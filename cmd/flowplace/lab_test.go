@@ -57,6 +57,7 @@ func TestLabRefusesBadInputBeforeAnyChange(t *testing.T) {
 		{name: "missing profile", args: []string{"lab", "--profile", "/nonexistent.yaml"}, want: "no such file"},
 		{name: "bad output", args: []string{"lab", "--output", "xml"}, want: `--output "xml"`},
 		{name: "short duration", args: []string{"lab", "--duration", "1s"}, want: "--duration 1s"},
+		{name: "short routing duration", args: []string{"lab", "--routing-duration", "5s"}, want: "--routing-duration 5s"},
 		{name: "not root", args: []string{"lab", "--duration", "20s"}, cred: &syscall.Credential{Uid: 65534, Gid: 65534}, want: "run as root"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -96,7 +97,7 @@ func TestLabRefusesBadInputBeforeAnyChange(t *testing.T) {
 // and placement getting better.
 func TestLabJSONReport(t *testing.T) {
 	probetest.RequireKernel(t)
-	stdout, stderr, code := runCLI(t, nil, "lab", "--duration", "20s", "--output", "json")
+	stdout, stderr, code := runCLI(t, nil, "lab", "--duration", "20s", "--routing-duration", "10s", "--output", "json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -104,7 +105,8 @@ func TestLabJSONReport(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, stdout)
 	}
-	for _, k := range []string{"measured_rtt_max_error_ms", "cross_cluster_bytes_ratio", "mean_latency_ratio"} {
+	for _, k := range []string{"measured_rtt_max_error_ms", "cross_cluster_bytes_ratio", "mean_latency_ratio",
+		"routing_latency_ratio", "failover_ms", "failed_connects_after_failover"} {
 		v, ok := rep[k].(float64)
 		if !ok {
 			t.Fatalf("report lacks the number %s: %v", k, rep[k])
@@ -126,6 +128,12 @@ func TestLabJSONReport(t *testing.T) {
 	}
 	if v := rep["mean_latency_ratio"].(float64); v >= 1 {
 		t.Errorf("mean latency ratio %v, want < 1", v)
+	}
+	if v := rep["routing_latency_ratio"].(float64); v >= 1 {
+		t.Errorf("routing latency ratio %v, want < 1", v)
+	}
+	if v := rep["failed_connects_after_failover"].(float64); v != 0 {
+		t.Errorf("%v connects failed after the failover, want 0", v)
 	}
 	if live, _ := filepath.Glob("/run/netns/fplab*"); len(live) > 0 {
 		t.Errorf("namespaces left behind: %v", live)
@@ -205,7 +213,7 @@ func TestLabDashboardInChromium(t *testing.T) {
 		t.Skip("skipping: no chromium on PATH")
 	}
 	port := "18931"
-	cmd := exec.Command(binary, "lab", "--duration", "20s", "--ui-port", port)
+	cmd := exec.Command(binary, "lab", "--duration", "20s", "--routing-duration", "0", "--ui-port", port)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -248,16 +256,16 @@ func TestLabDashboardInChromium(t *testing.T) {
 		}
 		return string(out)
 	}
-	waitPhase("[2/4]")
+	waitPhase("[2/6]")
 	first := dom()
-	for _, want := range []string{"us-east-1", "eu-west-1", "ap-northeast-1", "[2/4] measuring"} {
+	for _, want := range []string{"us-east-1", "eu-west-1", "ap-northeast-1", "[2/6] measuring"} {
 		if !strings.Contains(first, want) {
 			t.Errorf("dashboard while measuring lacks %q; phase: %s", want, first[strings.Index(first, `id="phase"`):][:200])
 		}
 	}
-	waitPhase("[4/4]")
+	waitPhase("[4/6]")
 	second := dom()
-	for _, want := range []string{`data-service="frontend"`, `data-service="catalog"`, `data-workload="recommend"`, "[4/4] measuring"} {
+	for _, want := range []string{`data-service="frontend"`, `data-service="catalog"`, `data-workload="recommend"`, "[4/6] measuring"} {
 		if !strings.Contains(second, want) {
 			t.Errorf("dashboard after re-placement lacks %q", want)
 		}

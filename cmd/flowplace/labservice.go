@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -49,6 +50,31 @@ func newLabLoadCommand() *cobra.Command {
 	cmd.Flags().StringVar(&target, "target", "", "host:port of the entry service")
 	cmd.Flags().Float64Var(&rate, "rate", 5, "requests per second")
 	cmd.Flags().DurationVar(&duration, "duration", 20*time.Second, "how long to send")
+	cmd.MarkFlagRequired("target")
+	return cmd
+}
+
+// newLabProberCommand connects to a service address at a fixed interval and
+// prints one JSON line per connect; the lab runs it inside a cluster to
+// time a failover.
+func newLabProberCommand() *cobra.Command {
+	var target string
+	var interval, duration time.Duration
+	cmd := &cobra.Command{
+		Use:    "lab-prober",
+		Short:  "Connect to a service address every interval and print each result as JSON (used by flowplace lab)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if interval <= 0 || duration <= 0 {
+				return fmt.Errorf("lab-prober: --interval and --duration must be positive")
+			}
+			return lab.RunProber(cmd.Context(), target, interval, duration, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&target, "target", "", "host:port to connect to")
+	cmd.Flags().DurationVar(&interval, "interval", 5*time.Millisecond, "time between connects")
+	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "how long to probe")
 	cmd.MarkFlagRequired("target")
 	return cmd
 }

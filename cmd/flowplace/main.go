@@ -36,7 +36,7 @@ func newRootCommand() *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%s: %w (see '%s --help')", c.Name(), err, c.CommandPath())
 	})
-	root.AddCommand(newLabCommand(), newObserveCommand(), newAddonsCommand(), newLabServiceCommand(), newLabLoadCommand())
+	root.AddCommand(newLabCommand(), newObserveCommand(), newAddonsCommand(), newLabServiceCommand(), newLabLoadCommand(), newLabProberCommand())
 	return root
 }
 

@@ -67,6 +67,20 @@ func (w *World) topologyFor(self string) *attribution.TopologyFile {
 		tf.Workloads = append(tf.Workloads, attribution.TopologyWorkload{Namespace: app.Namespace, Name: LoadGenerator(c.Name),
 			Kind: "Deployment", Cluster: c.Name, Addresses: []string{c.NodeAddr.String()}})
 	}
+	if len(w.vips) > 0 {
+		// The routing phase: services at their service addresses, and
+		// one instance of each in every cluster.
+		for _, s := range app.Services {
+			tf.Services = append(tf.Services, attribution.TopologyService{Namespace: app.Namespace, Name: s.Name, Addresses: []string{w.vips[s.Name].String()}})
+			for _, c := range w.topo.Clusters() {
+				if a, ok := w.replicas[s.Name][c.Name]; ok {
+					tf.Workloads = append(tf.Workloads, attribution.TopologyWorkload{Namespace: app.Namespace, Name: s.Name, Kind: "Deployment",
+						Cluster: c.Name, Service: s.Name, Addresses: []string{a.Addr().String()}})
+				}
+			}
+		}
+		return tf
+	}
 	for _, s := range app.Services {
 		a, ok := w.addrs[s.Name]
 		if !ok {
@@ -100,7 +114,11 @@ func (w *World) StartAgents(ctx context.Context, endpoint string, interval time.
 		}
 		r.cur.Store(st)
 		r.gen.Add(1)
-		p, err := probe.Load(probe.Options{Cgroup: w.cgroups[c.Name]})
+		popts := probe.Options{Cgroup: w.cgroups[c.Name]}
+		if d := w.routers[c.Name]; d != nil {
+			popts.RoutedSockets = d.RoutedSockets()
+		}
+		p, err := probe.Load(popts)
 		if err != nil {
 			return fmt.Errorf("lab: probes for %s: %w", c.Name, err)
 		}

@@ -77,7 +77,7 @@ func NewKubeWorld(ctx context.Context, opts Options) (_ *KubeWorld, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab --kubernetes builds its images from flowplace's source: run it in the repository: %w", err)
 	}
-	w.progress("[1/4] building images (pause, flowplace-agent, flowplace) from %s", src)
+	w.progress("[1/6] building images (pause, flowplace-agent, flowplace) from %s", src)
 	imgs, err := images.Build(ctx, images.Options{SourceDir: src, Logf: w.logf}, images.Pause, images.Agent, images.CLI)
 	if err != nil {
 		return nil, fmt.Errorf("lab: images: %w", err)
@@ -91,7 +91,7 @@ func NewKubeWorld(ctx context.Context, opts Options) (_ *KubeWorld, err error) {
 			rtt[wan.Pair{A: a, B: b}] = opts.Profile.Injected(a, b)
 		}
 	}
-	w.progress("[1/4] starting %d member clusters with a kubelet node each behind the WAN hub", len(w.names))
+	w.progress("[1/6] starting %d member clusters with a kubelet node each behind the WAN hub", len(w.names))
 	// Immediate ACKs, as in the in-process lab (see NewWorld).
 	if w.fleet, err = fleet.Start(ctx, fleet.Config{Clusters: w.names, ExtraRTT: rtt, QuickACK: true, Images: imgs, Logf: w.logf}); err != nil {
 		return nil, fmt.Errorf("lab: member clusters: %w", err)

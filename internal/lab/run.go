@@ -36,6 +36,10 @@ type RunOptions struct {
 	// Kubernetes runs the lab on real member clusters with kubelet nodes
 	// (KubeWorld) instead of processes in network namespaces (World).
 	Kubernetes bool
+	// RoutingDuration is the routing phase's measured time, split between
+	// kube-proxy-style balancing and flowplace's routing; 0 skips the
+	// phase. The process world only.
+	RoutingDuration time.Duration
 }
 
 // Report is what a run found. The three top-level numbers are what CI and
@@ -57,7 +61,15 @@ type Report struct {
 	// (WithAPIServer); each passed the API server\'s schema validation.
 	Published *Published `json:"published,omitempty"`
 	After     Phase      `json:"after"`
-	Elapsed   float64    `json:"elapsed_s"`
+	// RoutingLatencyRatio (flowplace routing / kube-proxy-style mean
+	// client latency), FailoverMs and FailedConnectsAfterFailover are the
+	// routing phase's top-level numbers; Routing has the rest. Absent when
+	// the phase did not run.
+	RoutingLatencyRatio         *float64       `json:"routing_latency_ratio,omitempty"`
+	FailoverMs                  *float64       `json:"failover_ms,omitempty"`
+	FailedConnectsAfterFailover *int           `json:"failed_connects_after_failover,omitempty"`
+	Routing                     *RoutingReport `json:"routing,omitempty"`
+	Elapsed                     float64        `json:"elapsed_s"`
 }
 
 // Phase is one measured placement.
@@ -81,6 +93,9 @@ func Preflight(opts *RunOptions) error {
 	}
 	if opts.Duration < 10*time.Second {
 		return fmt.Errorf("lab: --duration %s: at least 10s (two measured phases)", opts.Duration)
+	}
+	if opts.RoutingDuration != 0 && opts.RoutingDuration < 10*time.Second {
+		return fmt.Errorf("lab: --routing-duration %s: 0 (no routing phase) or at least 10s (two measured phases)", opts.RoutingDuration)
 	}
 	if err := probe.CheckKernel(); err != nil {
 		return err
@@ -186,14 +201,14 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 	phaseDur := opts.Duration / 2
 	var snk sink
 	if opts.WithAPIServer {
-		publish("[2/4] starting a Karmada API server and the estimator")
+		publish("[2/6] starting a Karmada API server and the estimator")
 		a, err := startAPIServerEstimator(ctx, app, clusters, before)
 		if err != nil {
 			return nil, err
 		}
 		defer a.stop()
 		snk = sink{endpoint: a.est.OTLPAddr().String(), snapshot: a.est.Aggregator().Snapshot, close: func() {}}
-		publish(fmt.Sprintf("[2/4] measuring Karmada's default placement for %s", phaseDur))
+		publish(fmt.Sprintf("[2/6] measuring Karmada's default placement for %s", phaseDur))
 		snapBefore, phBefore, err := measure(ctx, w, before, phaseDur, opts.RatePerCluster, snk)
 		rep.Before = phBefore
 		if err != nil {
@@ -207,7 +222,7 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 		rep.Published = &p
 		return finish(ctx, opts, w, app, clusters, capacity, before, snapBefore, rep, &state, publish, start)
 	}
-	publish(fmt.Sprintf("[2/4] measuring Karmada's default placement for %s", phaseDur))
+	publish(fmt.Sprintf("[2/6] measuring Karmada's default placement for %s", phaseDur))
 	snapBefore, phBefore, err := measure(ctx, w, before, phaseDur, opts.RatePerCluster, sink{})
 	rep.Before = phBefore
 	if err != nil {
@@ -233,7 +248,7 @@ func finish(ctx context.Context, opts RunOptions, w labWorld, app *demo.App, clu
 		}
 	}
 	state.Traffic = traffic(snapBefore, before)
-	publish("[3/4] computing flowplace's placement from the measurements")
+	publish("[3/6] computing flowplace's placement from the measurements")
 
 	after, scored, err := Recommend(app, snapBefore, clusters, capacity, before, w.ClusterOf)
 	if err != nil {
@@ -243,7 +258,7 @@ func finish(ctx context.Context, opts RunOptions, w labWorld, app *demo.App, clu
 		state.Placement = append(state.Placement, ui.Placement{Workload: s, Current: before[s], Recommended: after[s],
 			Scores: scored[s].Scores, Reasons: scored[s].Reasons})
 	}
-	publish(fmt.Sprintf("[4/4] measuring flowplace's placement for %s", phaseDur))
+	publish(fmt.Sprintf("[4/6] measuring flowplace's placement for %s", phaseDur))
 	_, phAfter, err := measure(ctx, w, after, phaseDur, opts.RatePerCluster, sink{})
 	rep.After = phAfter
 	if err != nil {
@@ -252,6 +267,20 @@ func finish(ctx context.Context, opts RunOptions, w labWorld, app *demo.App, clu
 	state.Latency = append(state.Latency, ui.Latency{Phase: "after", MeanMs: rep.After.MeanMs, P50Ms: rep.After.P50Ms, P99Ms: rep.After.P99Ms})
 	for i := range state.Placement {
 		state.Placement[i].Current = after[state.Placement[i].Workload]
+	}
+	if pw, ok := w.(*World); ok && opts.RoutingDuration > 0 {
+		rr, err := runRouting(ctx, pw, opts.RoutingDuration, opts.RatePerCluster, publish)
+		if err != nil {
+			return nil, err
+		}
+		rep.Routing = rr
+		rep.RoutingLatencyRatio, rep.FailoverMs, rep.FailedConnectsAfterFailover = &rr.LatencyRatio, &rr.FailoverMs, &rr.FailedAfterFailover
+		state.Routing = &ui.Routing{
+			KubeProxy:  ui.Latency{Phase: "kube-proxy", MeanMs: rr.KubeProxy.MeanMs, P50Ms: rr.KubeProxy.P50Ms, P99Ms: rr.KubeProxy.P99Ms},
+			Flowplace:  ui.Latency{Phase: "flowplace", MeanMs: rr.Flowplace.MeanMs, P50Ms: rr.Flowplace.P50Ms, P99Ms: rr.Flowplace.P99Ms},
+			BytesRatio: rr.CrossClusterBytesRatio, Order: rr.Order,
+			Killed: rr.Killed, KilledIn: rr.KilledIn, FailoverMs: rr.FailoverMs, FailedConnects: rr.FailedConnects, FailedAfterFailover: rr.FailedAfterFailover,
+		}
 	}
 	publish(fmt.Sprintf("done in %s", time.Since(start).Round(time.Second)))
 
@@ -292,10 +321,18 @@ type sink struct {
 // measure places the shop, runs client load with fresh agents exporting to
 // snk, and returns what they measured.
 func measure(ctx context.Context, w labWorld, place map[string]string, d time.Duration, rate float64, snk sink) (*aggregate.Snapshot, Phase, error) {
-	ph := Phase{Placement: place}
 	if err := w.Place(ctx, place); err != nil {
-		return nil, ph, err
+		return nil, Phase{Placement: place}, err
 	}
+	snap, ph, err := measureRunning(ctx, w, d, rate, snk)
+	ph.Placement = place
+	return snap, ph, err
+}
+
+// measureRunning runs client load against the shop as it runs now, with
+// fresh agents exporting to snk, and returns what they measured.
+func measureRunning(ctx context.Context, w labWorld, d time.Duration, rate float64, snk sink) (*aggregate.Snapshot, Phase, error) {
+	var ph Phase
 	if snk.endpoint == "" {
 		col, err := StartCollectorOn(w.CollectorHost(), d, w.PeerClusterUID)
 		if err != nil {

@@ -1,10 +1,12 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/flowplace/flowplace/internal/lab/ui"
 	"github.com/flowplace/flowplace/internal/probe"
 	"github.com/flowplace/flowplace/internal/probe/probetest"
+	"github.com/flowplace/flowplace/internal/redirect"
 	"github.com/flowplace/flowplace/world/wan"
 )
 
@@ -27,7 +30,7 @@ func TestRunImprovesPlacement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Run(context.Background(), RunOptions{Profile: prof, Duration: 30 * time.Second, Executable: buildCLI(t), Progress: os.Stderr})
+	rep, err := Run(context.Background(), RunOptions{Profile: prof, Duration: 30 * time.Second, RoutingDuration: 10 * time.Second, Executable: buildCLI(t), Progress: os.Stderr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,6 +43,7 @@ func TestRunImprovesPlacement(t *testing.T) {
 	if !(rep.MeanLatencyRatio < 1) {
 		t.Errorf("mean client latency after/before = %v, want < 1", rep.MeanLatencyRatio)
 	}
+	checkRouting(t, prof, rep)
 	// Teardown: no namespace, cgroup or process of this run remains.
 	if live, _ := filepath.Glob("/run/netns/" + labPrefix + "*"); len(live) > 0 {
 		t.Errorf("namespaces left: %v", live)
@@ -53,6 +57,45 @@ func TestRunImprovesPlacement(t *testing.T) {
 	}
 	if n := flowplacePrograms(t); n > 0 {
 		t.Errorf("%d flowplace eBPF programs still loaded", n)
+	}
+}
+
+// checkRouting checks the routing phase: with every service in every
+// cluster, routing keeps every call local (so no byte crosses clusters, and
+// clients wait less than with uniform balancing), orders the other
+// clusters as the injected RTTs do (their gaps, 5 ms and more, are far
+// above the measurement noise, wan.MeanTolerance), and a killed instance is
+// ejected after the failure threshold, never readmitted while dead.
+func checkRouting(t *testing.T, prof *Profile, rep *Report) {
+	t.Helper()
+	rr := rep.Routing
+	if rr == nil || rep.RoutingLatencyRatio == nil || rep.FailoverMs == nil || rep.FailedConnectsAfterFailover == nil {
+		t.Fatalf("no routing report: %+v", rep)
+	}
+	if rr.Flowplace.CrossClusterBytesPerSecond != 0 || !(rr.KubeProxy.CrossClusterBytesPerSecond > 0) {
+		t.Errorf("cross-cluster bytes/s: kube-proxy-style %v, flowplace %v; want some, then none", rr.KubeProxy.CrossClusterBytesPerSecond, rr.Flowplace.CrossClusterBytesPerSecond)
+	}
+	if !(rr.LatencyRatio < 1) {
+		t.Errorf("routing latency ratio %v, want < 1", rr.LatencyRatio)
+	}
+	for _, self := range rep.Clusters {
+		var others []string
+		for _, c := range rep.Clusters {
+			if c != self {
+				others = append(others, c)
+			}
+		}
+		slices.SortFunc(others, func(a, b string) int { return cmp.Compare(prof.Injected(self, a), prof.Injected(self, b)) })
+		if !slices.Equal(rr.Order[self], others) {
+			t.Errorf("order from %s: %v, want %v (by injected RTT)", self, rr.Order[self], others)
+		}
+	}
+	th := int(redirect.DefaultHealth.FailThreshold)
+	if rr.FailedConnects < 1 || rr.FailedConnects > th || rr.FailedAfterFailover != 0 || !(rr.FailoverMs > 0) {
+		t.Errorf("failover: %d failed before recovery (want 1..%d), %d after (want 0), %v ms", rr.FailedConnects, th, rr.FailedAfterFailover, rr.FailoverMs)
+	}
+	if ej := float64(redirect.DefaultHealth.BaseEjection / time.Millisecond); !(rr.WindowMs > ej) {
+		t.Errorf("failover window %v ms does not outlast the first ejection (%v ms)", rr.WindowMs, ej)
 	}
 }
 

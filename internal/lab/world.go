@@ -20,6 +20,7 @@ import (
 
 	"github.com/flowplace/flowplace/internal/lab/demo"
 	"github.com/flowplace/flowplace/internal/probe"
+	"github.com/flowplace/flowplace/internal/redirect"
 	"github.com/flowplace/flowplace/world/wan"
 )
 
@@ -50,6 +51,12 @@ type World struct {
 	placement map[string]string         // service -> cluster
 	addrs     map[string]netip.AddrPort // service -> where it listens
 	procs     map[string]*exec.Cmd
+	// The routing phase (routing.go): every service in every cluster,
+	// called at its service address, which each cluster's routing
+	// datapath rewrites.
+	replicas  map[string]map[string]netip.AddrPort // service -> cluster -> where it listens
+	vips      map[string]netip.AddrPort            // service -> service address
+	routers   map[string]*redirect.Datapath        // cluster -> routing datapath
 	agents    map[string]*clusterAgent
 	resolvers map[string]*labResolver
 	unmount   string // cgroup v2 mount the lab made, if any
@@ -73,6 +80,7 @@ func NewWorld(ctx context.Context, opts Options) (_ *World, err error) {
 	}
 	w := &World{opts: opts, cgroups: map[string]string{}, placement: map[string]string{},
 		addrs: map[string]netip.AddrPort{}, procs: map[string]*exec.Cmd{},
+		replicas: map[string]map[string]netip.AddrPort{}, vips: map[string]netip.AddrPort{}, routers: map[string]*redirect.Datapath{},
 		agents: map[string]*clusterAgent{}, resolvers: map[string]*labResolver{}}
 	defer func() {
 		if err != nil {
@@ -86,7 +94,7 @@ func NewWorld(ctx context.Context, opts Options) (_ *World, err error) {
 			rtt[wan.Pair{A: a, B: b}] = opts.Profile.Injected(a, b)
 		}
 	}
-	w.progress("[1/4] creating %d clusters behind the WAN hub", len(names))
+	w.progress("[1/6] creating %d clusters behind the WAN hub", len(names))
 	// Immediate ACKs: with delayed ACKs a request/response RTT sample also
 	// holds how long the peer took to answer, which here includes its own
 	// downstream calls.
@@ -225,10 +233,16 @@ func (w *World) Place(ctx context.Context, placement map[string]string) error {
 }
 
 func (w *World) startLocked(ctx context.Context, name string) error {
-	cl, _ := w.topo.Cluster(w.placement[name])
-	args := []string{"lab-service", "--name", name, "--listen", w.addrs[name].String()}
+	return w.startInstanceLocked(ctx, name, w.placement[name], w.addrs[name], w.addrs, name)
+}
+
+// startInstanceLocked starts service name in cluster, listening on listen
+// and calling its peers at peers; procKey names the process.
+func (w *World) startInstanceLocked(ctx context.Context, name, cluster string, listen netip.AddrPort, peerAddrs map[string]netip.AddrPort, procKey string) error {
+	cl, _ := w.topo.Cluster(cluster)
+	args := []string{"lab-service", "--name", name, "--listen", listen.String()}
 	peers := []string{}
-	for svc, a := range w.addrs {
+	for svc, a := range peerAddrs {
 		peers = append(peers, svc+"="+a.String())
 	}
 	sort.Strings(peers)
@@ -252,15 +266,19 @@ func (w *World) startLocked(ctx context.Context, name string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("lab: start %s in %s: %w", name, cl.Name, err)
 	}
-	w.procs[name] = cmd
+	w.procs[procKey] = cmd
 	return nil
 }
 
 func (w *World) waitListening(ctx context.Context, name string) error {
-	cl, _ := w.topo.Cluster(w.placement[name])
+	return w.waitInstance(ctx, name, w.placement[name], w.addrs[name])
+}
+
+func (w *World) waitInstance(ctx context.Context, name, cluster string, addr netip.AddrPort) error {
+	cl, _ := w.topo.Cluster(cluster)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		c, err := cl.Dial(ctx, "tcp4", w.addrs[name].String())
+		c, err := cl.Dial(ctx, "tcp4", addr.String())
 		if err == nil {
 			c.Close()
 			return nil
@@ -269,7 +287,7 @@ func (w *World) waitListening(ctx context.Context, name string) error {
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("lab: service %s did not start listening on %s in %s: %w", name, w.addrs[name], cl.Name, err)
+			return fmt.Errorf("lab: service %s did not start listening on %s in %s: %w", name, addr, cl.Name, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -298,6 +316,12 @@ func (w *World) Close() error {
 	if err := w.stopAgentsLocked(); err != nil {
 		errs = append(errs, err)
 	}
+	for name, d := range w.routers {
+		if err := d.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("lab: routing of %s: %w", name, err))
+		}
+	}
+	clear(w.routers)
 	w.mu.Unlock()
 	if w.topo != nil {
 		if err := w.topo.Close(); err != nil {
@@ -369,7 +393,6 @@ func (r *LoadResult) Quantile(q float64) time.Duration {
 // Load sends requests to the entry service from clients in every cluster,
 // weights[cluster] requests per second each, for d.
 func (w *World) Load(ctx context.Context, d time.Duration, weights map[string]float64) (*LoadResult, error) {
-	entry := w.Addrs()[w.opts.App.Entry]
 	res := &LoadResult{Requests: map[string]int{}, Errors: map[string]int{}, Latencies: map[string][]time.Duration{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -388,7 +411,7 @@ func (w *World) Load(ctx context.Context, d time.Duration, weights map[string]fl
 		go func() {
 			defer wg.Done()
 			defer client.CloseIdleConnections()
-			runLoad(ctx, client, entry.String(), d, rate, func(lat time.Duration, err error) {
+			runLoad(ctx, client, w.entryFor(cl.Name).String(), d, rate, func(lat time.Duration, err error) {
 				mu.Lock()
 				defer mu.Unlock()
 				res.Requests[cl.Name]++

@@ -20,6 +20,22 @@ type State struct {
 	Traffic   []TrafficEdge `json:"traffic"`
 	Placement []Placement   `json:"placement"`
 	Latency   []Latency     `json:"latency,omitempty"` // client latency per phase
+	Routing   *Routing      `json:"routing,omitempty"`
+}
+
+// Routing is the routing phase: client latency with kube-proxy-style
+// balancing and with flowplace's routing, each cluster's order of the
+// others, and the failover of one killed instance.
+type Routing struct {
+	KubeProxy           Latency             `json:"kube_proxy"`
+	Flowplace           Latency             `json:"flowplace"`
+	BytesRatio          float64             `json:"cross_cluster_bytes_ratio"`
+	Order               map[string][]string `json:"order"`
+	Killed              string              `json:"killed"`
+	KilledIn            string              `json:"killed_in"`
+	FailoverMs          float64             `json:"failover_ms"`
+	FailedConnects      int                 `json:"failed_connects"`
+	FailedAfterFailover int                 `json:"failed_connects_after_failover"`
 }
 
 // RTTCell is one cluster pair: injected vs measured, in milliseconds.

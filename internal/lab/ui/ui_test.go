@@ -59,6 +59,12 @@ func sample(phase, frontend string) State {
 			{Workload: "catalog", Current: "us-east-1", Recommended: "us-east-1", Scores: map[string]int64{"us-east-1": 100}},
 		},
 		Latency: []Latency{{Phase: "before", MeanMs: 42.5, P50Ms: 40.1, P99Ms: 90.3}},
+		Routing: &Routing{
+			KubeProxy: Latency{Phase: "kube-proxy", MeanMs: 135.9, P50Ms: 130, P99Ms: 207.1},
+			Flowplace: Latency{Phase: "flowplace", MeanMs: 13.9, P50Ms: 12, P99Ms: 25.8},
+			Order:     map[string][]string{"us-east-1": {"eu-west-1", "ap-northeast-1"}},
+			Killed:    "catalog", KilledIn: "us-east-1", FailoverMs: 19, FailedConnects: 3, BytesRatio: 0.02,
+		},
 	}
 }
 
@@ -87,6 +93,8 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 		`data-service="frontend"`, `data-service="catalog"`, // traffic graph nodes
 		`data-workload="frontend"`, "8.3", // placement table, measured RTT
 		"measuring after re-placement", // the page refreshed itself
+		`data-routing="flowplace"`, "135.9", "from us-east-1: us-east-1, then eu-west-1, ap-northeast-1", // routing phase
+		"after 19 ms; 3 failed, 0 after",
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("page lacks %q", want)
