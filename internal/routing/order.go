@@ -52,9 +52,10 @@ type orderer struct {
 	betterSince time.Time
 }
 
-// byRTT is the ideal order: known RTTs ascending, then unknown, ties by
-// name.
-func byRTT(clusters []string, rtt map[string]RTT) []string {
+// Nearest is the ideal order of clusters from here: known RTTs ascending,
+// then unknown ones, ties by name. A controller follows it with
+// hysteresis; a one-shot user (the lab) takes it as is.
+func Nearest(clusters []string, rtt map[string]RTT) []string {
 	out := slices.Clone(clusters)
 	slices.SortFunc(out, func(a, b string) int {
 		ra, rb := rtt[a], rtt[b]
@@ -85,7 +86,7 @@ func byRTT(clusters []string, rtt map[string]RTT) []string {
 // unless a significantly better order has held for hold; clusters that
 // appear are placed by their RTT at once, and those that disappear leave.
 func (o *orderer) next(clusters []string, rtt map[string]RTT, now time.Time, hold time.Duration) []string {
-	ideal := byRTT(clusters, rtt)
+	ideal := Nearest(clusters, rtt)
 	present := map[string]bool{}
 	for _, c := range clusters {
 		present[c] = true
