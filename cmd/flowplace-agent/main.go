@@ -147,7 +147,7 @@ func (o *options) validate() error {
 			return err
 		}
 		if o.routingMatrix != "" {
-			if ns, name, ok := strings.Cut(o.routingMatrix, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			if _, ok := namespacedName(o.routingMatrix); !ok {
 				return fmt.Errorf("--routing-matrix-configmap %q: want namespace/name", o.routingMatrix)
 			}
 		}

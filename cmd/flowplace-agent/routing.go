@@ -65,14 +65,7 @@ func startRouting(ctx context.Context, log klog.Logger, o *options, m *member, s
 	if err != nil {
 		return nil, fmt.Errorf("routing: metadata client: %w", err)
 	}
-	var matrix types.NamespacedName
-	if o.routingMatrix != "" {
-		ns, name, ok := strings.Cut(o.routingMatrix, "/")
-		if !ok || ns == "" || name == "" {
-			return nil, fmt.Errorf("--routing-matrix-configmap %q: want namespace/name", o.routingMatrix)
-		}
-		matrix = types.NamespacedName{Namespace: ns, Name: name}
-	}
+	matrix, _ := namespacedName(o.routingMatrix) // checked by validate
 	b := record.NewBroadcaster(record.WithContext(ctx))
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: m.client.CoreV1().Events("")})
 	r.stopEvents = b.Shutdown
@@ -169,4 +162,13 @@ func removeRouting(log klog.Logger, pinDir string) error {
 	}
 	log.Info("Routing disabled: removed the routing an earlier agent pinned", "pinDir", pinDir)
 	return nil
+}
+
+// namespacedName parses namespace/name; ok is false for anything else.
+func namespacedName(s string) (types.NamespacedName, bool) {
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return types.NamespacedName{}, false
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}, true
 }

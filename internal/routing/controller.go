@@ -153,11 +153,7 @@ func New(log klog.Logger, cfg Config) (*Controller, error) {
 		seenEjections:  map[netip.AddrPort]uint32{},
 		ejections:      map[string]int64{},
 	}
-	kick := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.kick() },
-		UpdateFunc: func(any, any) { c.kick() },
-		DeleteFunc: func(any) { c.kick() },
-	}
+	kick := c.kickHandler()
 	svcInf := cfg.Factory.Core().V1().Services()
 	sliceInf := cfg.Factory.Discovery().V1().EndpointSlices()
 	for _, inf := range []cache.SharedIndexInformer{svcInf.Informer(), sliceInf.Informer()} {
@@ -188,11 +184,7 @@ func (c *Controller) optional(ctx context.Context) error {
 		return false
 	}
 	var syncs []cache.InformerSynced
-	kick := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.kick() },
-		UpdateFunc: func(any, any) { c.kick() },
-		DeleteFunc: func(any) { c.kick() },
-	}
+	kick := c.kickHandler()
 	if c.cfg.Metadata != nil {
 		mf := metadatainformer.NewSharedInformerFactory(c.cfg.Metadata, 30*time.Minute)
 		for _, o := range []struct {
@@ -259,6 +251,15 @@ func (c *Controller) setRows(rows map[string]*flowplacev1alpha1.ClusterLatency) 
 	c.rows = rows
 	c.rowsMu.Unlock()
 	c.kick()
+}
+
+// kickHandler wakes a sync on any change of the objects it watches.
+func (c *Controller) kickHandler() cache.ResourceEventHandlerFuncs {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.kick() },
+		UpdateFunc: func(any, any) { c.kick() },
+		DeleteFunc: func(any) { c.kick() },
+	}
 }
 
 func (c *Controller) kick() {

@@ -92,7 +92,7 @@ func TestDashboardInHeadlessChromium(t *testing.T) {
 		"us-east-1", "eu-west-1", "ap-northeast-1", // heatmap and graph columns
 		`data-service="frontend"`, `data-service="catalog"`, // traffic graph nodes
 		`data-workload="frontend"`, "8.3", // placement table, measured RTT
-		"measuring after re-placement", // the page refreshed itself
+		"measuring after re-placement",                                                                   // the page refreshed itself
 		`data-routing="flowplace"`, "135.9", "from us-east-1: us-east-1, then eu-west-1, ap-northeast-1", // routing phase
 		"after 19 ms; 3 failed, 0 after",
 	} {
