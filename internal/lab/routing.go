@@ -228,7 +228,8 @@ type RoutingReport struct {
 	Killed, KilledIn string
 	ProbeIntervalMs  float64 `json:"probe_interval_ms"`
 	// FailoverMs is from the kill to the first connect that succeeded
-	// after it; FailedConnects counts the connects that failed before
+	// among those begun once the instance was dead (reaped); FailedConnects
+	// counts the connects that failed before
 	// that, FailedAfterFailover those that failed after it (in the rest of
 	// the probe window, WindowMs, longer than the first ejection).
 	FailoverMs          float64 `json:"failover_ms"`
@@ -378,11 +379,15 @@ func runRouting(ctx context.Context, w *World, d time.Duration, rate float64, pu
 		return nil, fmt.Errorf("lab: failover prober: %w", perr)
 	}
 	time.Sleep(probeBaseline)
+	// A connect begun between the signal and the reaped exit may still
+	// reach the dying instance; only one begun after it (its sockets are
+	// closed before its parent can reap it) shows that another serves.
 	killedAt := time.Now()
 	if err := w.Kill(rr.Killed, rr.KilledIn); err != nil {
 		<-done
 		return nil, err
 	}
+	deadAt := time.Now()
 	time.Sleep(endpointsDelay)
 	tables, _ = w.routedTables(snap, map[string]map[string]bool{rr.Killed: {rr.KilledIn: true}})
 	updated := time.Now()
@@ -398,7 +403,7 @@ func runRouting(ctx context.Context, w *World, d time.Duration, rate float64, pu
 	var recovered time.Time
 	for _, r := range res {
 		switch {
-		case r.At.Before(killedAt):
+		case r.At.Before(deadAt):
 			if !r.OK {
 				rr.FailedConnects++ // raced the kill
 			}

@@ -186,25 +186,28 @@ func applyOverrides(t *testing.T, op, o *unstructured.Unstructured, member strin
 		ovs, _, _ := unstructured.NestedSlice(rule, "overriders", "plaintext")
 		for _, ov := range ovs {
 			m := ov.(map[string]any)
-			if m["operator"] != "replace" {
+			operator, _ := m["operator"].(string)
+			if operator != "replace" && operator != "add" {
 				t.Fatalf("override %s: operator %v is not modelled by this test", op.GetName(), m["operator"])
 			}
-			if err := jsonPointerReplace(o.Object, m["path"].(string), m["value"]); err != nil {
+			if err := jsonPointerSet(o.Object, operator, m["path"].(string), m["value"]); err != nil {
 				t.Fatalf("override %s on %s: %v", op.GetName(), o.GetName(), err)
 			}
 		}
 	}
 }
 
-// jsonPointerReplace is RFC 6902's replace: the target must exist.
-func jsonPointerReplace(doc map[string]any, path string, v any) error {
+// jsonPointerSet is RFC 6902's replace (the target must exist) or add
+// onto an object member (the parent must exist; the member may not), as
+// Karmada's plaintext overrider applies them.
+func jsonPointerSet(doc map[string]any, operator, path string, v any) error {
 	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
 	var cur any = doc
 	for i, p := range parts {
 		last := i == len(parts)-1
 		switch c := cur.(type) {
 		case map[string]any:
-			if _, ok := c[p]; !ok {
+			if _, ok := c[p]; !ok && !(last && operator == "add") {
 				return fmt.Errorf("path %s: no %q", path, p)
 			}
 			if last {
