@@ -258,10 +258,26 @@ func (w *World) uniformTables() map[string][]redirect.Service {
 	return out
 }
 
+// measuredRTT is the mean RTT snap holds from one cluster to another.
+func measuredRTT(snap *aggregate.Snapshot, from, to string) (time.Duration, bool) {
+	if snap == nil {
+		return 0, false
+	}
+	st, ok := snap.Latency[ClusterUID(from)][ClusterUID(to)]
+	if !ok || st.Samples == 0 {
+		return 0, false
+	}
+	return time.Duration(st.Mean * float64(time.Second)), true
+}
+
 // routedTables are what flowplace's routing programs in each cluster: the
-// tiers routing.Build makes from each service's endpoints, in the order of
-// the RTTs measured from that cluster (snap), leaving out dead instances.
-func (w *World) routedTables(snap *aggregate.Snapshot, dead map[string]map[string]bool) (map[string][]redirect.Service, map[string][]string) {
+// tiers routing.Build makes from each service's endpoints, leaving out dead
+// instances, in the order of the RTTs as an agent there sees them: its own
+// measurements (own, the routing phase's), else the fleet's matrix (fleet,
+// the first phase's, and own's other direction) measured in either
+// direction, as routing.Controller takes them. Pooled connections leave
+// some directions unmeasured in a short phase.
+func (w *World) routedTables(own, fleet *aggregate.Snapshot, dead map[string]map[string]bool) (map[string][]redirect.Service, map[string][]string) {
 	clusters := w.ClusterNames()
 	out := map[string][]redirect.Service{}
 	orders := map[string][]string{}
@@ -273,9 +289,13 @@ func (w *World) routedTables(snap *aggregate.Snapshot, dead map[string]map[strin
 				continue
 			}
 			others = append(others, c)
-			if row, ok := snap.Latency[ClusterUID(self)]; ok {
-				if st, ok := row[ClusterUID(c)]; ok && st.Samples > 0 {
-					rtt[c] = routing.RTT{Value: time.Duration(st.Mean * float64(time.Second)), Source: routing.Measured}
+			for _, m := range []struct {
+				snap     *aggregate.Snapshot
+				from, to string
+			}{{own, self, c}, {own, c, self}, {fleet, self, c}, {fleet, c, self}} {
+				if d, ok := measuredRTT(m.snap, m.from, m.to); ok {
+					rtt[c] = routing.RTT{Value: d, Source: routing.Measured}
+					break
 				}
 			}
 		}
@@ -322,8 +342,9 @@ const (
 func failoverWindow() time.Duration { return redirect.DefaultHealth.BaseEjection + 3*time.Second }
 
 // runRouting is the lab's routing phase; d is split between its two
-// measured sub-phases.
-func runRouting(ctx context.Context, w *World, d time.Duration, rate float64, publish func(string)) (*RoutingReport, error) {
+// measured sub-phases; fleet is what the lab measured before (the fleet
+// matrix's source).
+func runRouting(ctx context.Context, w *World, fleet *aggregate.Snapshot, d time.Duration, rate float64, publish func(string)) (*RoutingReport, error) {
 	rr := &RoutingReport{ProbeIntervalMs: ms(probeInterval)}
 	publish(fmt.Sprintf("[5/6] routing: the shop in every cluster, balanced over all clusters' endpoints as kube-proxy does, for %s", d/2))
 	if err := w.Replicate(ctx); err != nil {
@@ -337,7 +358,7 @@ func runRouting(ctx context.Context, w *World, d time.Duration, rate float64, pu
 		return nil, err
 	}
 	rr.KubeProxy = kp
-	tables, orders := w.routedTables(snap, nil)
+	tables, orders := w.routedTables(snap, fleet, nil)
 	rr.Order = orders
 	if err := w.Route(tables); err != nil {
 		return nil, err
@@ -389,7 +410,7 @@ func runRouting(ctx context.Context, w *World, d time.Duration, rate float64, pu
 	}
 	deadAt := time.Now()
 	time.Sleep(endpointsDelay)
-	tables, _ = w.routedTables(snap, map[string]map[string]bool{rr.Killed: {rr.KilledIn: true}})
+	tables, _ = w.routedTables(snap, fleet, map[string]map[string]bool{rr.Killed: {rr.KilledIn: true}})
 	updated := time.Now()
 	if err := w.Route(tables); err != nil {
 		<-done

@@ -269,7 +269,7 @@ func finish(ctx context.Context, opts RunOptions, w labWorld, app *demo.App, clu
 		state.Placement[i].Current = after[state.Placement[i].Workload]
 	}
 	if pw, ok := w.(*World); ok && opts.RoutingDuration > 0 {
-		rr, err := runRouting(ctx, pw, opts.RoutingDuration, opts.RatePerCluster, publish)
+		rr, err := runRouting(ctx, pw, snapBefore, opts.RoutingDuration, opts.RatePerCluster, publish)
 		if err != nil {
 			return nil, err
 		}

@@ -39,6 +39,7 @@ import (
 	"github.com/flowplace/flowplace/charts"
 	"github.com/flowplace/flowplace/internal/addon"
 	"github.com/flowplace/flowplace/internal/images"
+	"github.com/flowplace/flowplace/internal/latencymatrix"
 	"github.com/flowplace/flowplace/internal/loghist"
 	"github.com/flowplace/flowplace/scheduler-plugin/config"
 	"github.com/flowplace/flowplace/scheduler-plugin/source"
@@ -267,8 +268,14 @@ func TestAddonInstallsFlowplace(t *testing.T) {
 	}
 
 	// Karmada's propagation, done here.
+	// The latency matrix ConfigMap is the estimator's to write, once it
+	// has measurements.
+	matrixCM := "ConfigMap flowplace-system/flowplace-cluster-latency"
 	for _, m := range []string{"member1", "member2"} {
-		got := propagateAsKarmada(t, karmadaDyn, karmada.Client, m, nil, f.Member(m).Dynamic, f.Member(m).Client)
+		got, missing := propagateAsKarmada(t, karmadaDyn, karmada.Client, m, nil, f.Member(m).Dynamic, f.Member(m).Client)
+		if !slices.Equal(missing, []string{matrixCM}) {
+			t.Fatalf("%s: the policies select %v, which do not exist; want only the %s", m, missing, matrixCM)
+		}
 		var secrets []string
 		for _, p := range got {
 			if p.obj.GetKind() == "Secret" {
@@ -325,6 +332,37 @@ func TestAddonInstallsFlowplace(t *testing.T) {
 		if err != nil {
 			l, _ := karmadaDyn.Resource(flowplacev1alpha1.WorkloadTrafficResource).Namespace(ns).List(ctx, metav1.ListOptions{})
 			t.Fatalf("no WorkloadTraffic for frontend: %v (have %d)", err, len(l.Items))
+		}
+	})
+
+	t.Run("the latency matrix reaches the members", func(t *testing.T) {
+		var cm *corev1.ConfigMap
+		err := wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+			var err error
+			cm, err = karmada.Client.CoreV1().ConfigMaps("flowplace-system").Get(ctx, "flowplace-cluster-latency", metav1.GetOptions{})
+			return err == nil, nil
+		})
+		if err != nil {
+			t.Fatalf("the estimator wrote no %s: %v", matrixCM, err)
+		}
+		got, missing := propagateAsKarmada(t, karmadaDyn, karmada.Client, "member1", nil, f.Member("member1").Dynamic, f.Member("member1").Client)
+		if len(missing) != 0 || !slices.ContainsFunc(got, func(p propagated) bool { return p.obj.GetKind() == "ConfigMap" && p.obj.GetName() == cm.Name }) {
+			t.Fatalf("member1 receives %d objects without the matrix; missing %v", len(got), missing)
+		}
+		in1, err := m1.CoreV1().ConfigMaps("flowplace-system").Get(ctx, cm.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := latencymatrix.Decode([]byte(in1.Data[latencymatrix.DataKey]))
+		if err != nil {
+			t.Fatalf("member1's matrix: %v", err)
+		}
+		var p *flowplacev1alpha1.PeerLatency
+		if row, ok := rows["member1"]; ok {
+			p = peer(row, "member2")
+		}
+		if p == nil || p.Estimated || p.SampleCount == 0 {
+			t.Errorf("member1's matrix has member1 -> member2 %+v, want a measured entry", p)
 		}
 	})
 

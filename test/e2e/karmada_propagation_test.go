@@ -39,8 +39,10 @@ type propagated struct {
 }
 
 // propagateAsKarmada applies to member what Karmada would propagate there
-// and returns what it applied.
-func propagateAsKarmada(t *testing.T, karmada dynamic.Interface, karmadaKube kubernetes.Interface, member string, memberLabels map[string]string, memberDyn dynamic.Interface, memberKube kubernetes.Interface) []propagated {
+// and returns what it applied, and what the policies select that does not
+// exist yet ("Kind namespace/name"): Karmada propagates those once they
+// appear.
+func propagateAsKarmada(t *testing.T, karmada dynamic.Interface, karmadaKube kubernetes.Interface, member string, memberLabels map[string]string, memberDyn dynamic.Interface, memberKube kubernetes.Interface) (out []propagated, missing []string) {
 	t.Helper()
 	ctx := context.Background()
 	gr, err := restmapper.GetAPIGroupResources(karmadaKube.Discovery())
@@ -62,7 +64,6 @@ func propagateAsKarmada(t *testing.T, karmada dynamic.Interface, karmadaKube kub
 		t.Fatal(err)
 	}
 
-	var out []propagated
 	for _, p := range policies {
 		if !placementSelects(t, &p, member, memberLabels) {
 			continue
@@ -96,6 +97,10 @@ func propagateAsKarmada(t *testing.T, karmada dynamic.Interface, karmadaKube kub
 				ri = karmada.Resource(m.Resource).Namespace(ns)
 			}
 			o, err := ri.Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				missing = append(missing, fmt.Sprintf("%s %s/%s", sel["kind"], ns, name))
+				continue
+			}
 			if err != nil {
 				t.Fatalf("policy %s selects %s %s/%s, which the karmada-apiserver does not have: %v", p.GetName(), sel["kind"], ns, name, err)
 			}
@@ -122,7 +127,7 @@ func propagateAsKarmada(t *testing.T, karmada dynamic.Interface, karmadaKube kub
 			t.Fatalf("propagating %s %s to %s: %v", p.obj.GetKind(), p.obj.GetName(), member, err)
 		}
 	}
-	return out
+	return out, missing
 }
 
 // placementSelects evaluates spec.placement.clusterAffinity: clusterNames

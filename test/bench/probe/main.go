@@ -5,16 +5,12 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"path/filepath"
-	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flowplace/flowplace/internal/probe"
+	"github.com/flowplace/flowplace/test/bench/benchenv"
 )
 
 func main() {
@@ -51,17 +48,21 @@ func run(pairs, conns, workers int) error {
 	if err := probe.CheckKernel(); err != nil {
 		return err
 	}
-	printMachine()
+	fmt.Println(benchenv.Machine())
 
 	root, err := probe.Cgroup2(probe.DefaultCgroup2Mount)
 	if err != nil {
 		return err
 	}
-	cg, restore, err := enterCgroup(root)
+	bench, err := benchenv.NewCgroup(root, "flowplace-bench")
 	if err != nil {
 		return err
 	}
-	defer restore()
+	defer bench.Remove()
+	if err := bench.Enter(); err != nil {
+		return err
+	}
+	cg := bench.Dir
 
 	// Kernel run-time accounting costs a little per call; it is on for both
 	// sides of the comparison.
@@ -147,9 +148,9 @@ func run(pairs, conns, workers int) error {
 		fmt.Printf("%-14s %12d %14s %10.0f %12.2f\n", n, t.calls, t.runtime.Round(time.Microsecond), perCall(t), float64(t.calls)/float64(probed))
 	}
 	perConn := float64(all.Nanoseconds()) / float64(probed)
-	fmt.Printf("\nconnect rate: with median %.0f/s, without median %.0f/s\n", median(withRates), median(withoutRates))
+	fmt.Printf("\nconnect rate: with median %.0f/s, without median %.0f/s\n", benchenv.Median(withRates), benchenv.Median(withoutRates))
 	fmt.Printf("probe-bench: per_conn_ns=%.0f sockops_ns=%.0f connect4_ns=%.0f conn_rate_ratio=%.3f\n",
-		perConn, perCall(totals["sock_ops"]), perCall(totals["connect4"]), median(ratios))
+		perConn, perCall(totals["sock_ops"]), perCall(totals["connect4"]), benchenv.Median(ratios))
 	return nil
 }
 
@@ -158,16 +159,6 @@ func perCall(t *progStat) float64 {
 		return 0
 	}
 	return float64(t.runtime.Nanoseconds()) / float64(t.calls)
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func progStats(p *probe.Probe) map[string]progStat {
@@ -264,44 +255,4 @@ func connectLoop(addrs []string, n, workers int) (float64, error) {
 		return 0, fmt.Errorf("connection cycle: %w", err)
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-// enterCgroup moves this process into a fresh child cgroup so that only the
-// benchmark's own sockets run through the programs.
-func enterCgroup(root string) (string, func(), error) {
-	dir := filepath.Join(root, fmt.Sprintf("flowplace-bench-%d", os.Getpid()))
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return "", nil, fmt.Errorf("create bench cgroup: %w", err)
-	}
-	orig, err := probe.ProcessCgroup(root, 0)
-	if err != nil {
-		return "", nil, err
-	}
-	if err := probe.JoinCgroup(dir, 0); err != nil {
-		return "", nil, err
-	}
-	return dir, func() {
-		probe.JoinCgroup(orig, 0)
-		for range 50 {
-			if os.Remove(dir) == nil {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}, nil
-}
-
-func printMachine() {
-	var uts unix.Utsname
-	unix.Uname(&uts)
-	model := "unknown"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				model = strings.TrimSpace(l[strings.Index(l, ":")+1:])
-				break
-			}
-		}
-	}
-	fmt.Printf("machine: %s, %d CPUs, kernel %s, %s\n", model, runtime.NumCPU(), unix.ByteSliceToString(uts.Release[:]), runtime.Version())
 }
