@@ -242,7 +242,7 @@ int flowplace_adopt(struct bpf_iter__tcp *ctx)
 		}
 	}
 
-	struct fp_route_sock *rs = bpf_map_lookup_elem(&route_socks, &cookie);
+	struct fp_route_sock *rs = route_sock_of(sk);
 	if (rs) {
 		__builtin_memcpy(cs->dialed_addr, rs->vip, 16);
 		cs->dialed_port = bpf_ntohs(rs->vip_port);

@@ -20,7 +20,7 @@ int flowplace_connect6(struct bpf_sock_addr *ctx)
 	cs.dialed_port = bpf_ntohs((__be16)ctx->user_port);
 	cs.dialed = 1;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct fp_route_sock *rs = bpf_map_lookup_elem(&route_socks, &cookie);
+	struct fp_route_sock *rs = route_sock_of(ctx->sk);
 	if (rs) {
 		__builtin_memcpy(cs.dialed_addr, rs->vip, 16);
 		cs.dialed_port = bpf_ntohs(rs->vip_port);

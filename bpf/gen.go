@@ -12,7 +12,7 @@ package bpf
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel Connect4 connect4.c -- -I./include
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel Connect6 connect6.c -- -I./include
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -type fp_adopt_record -type fp_adopt_status Adopt adopt.c -- -I./include
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -type fp_route_service_key -type fp_route_service -type fp_route_slot_key -type fp_route_backend -type fp_route_health -type fp_route_stats_key -type fp_route_stats -type fp_route_config -type fp_route_sock RouteConnect4 route_connect4.c -- -I./include
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -type fp_route_service_key -type fp_route_service -type fp_route_slot_key -type fp_route_slot -type fp_route_backend -type fp_route_health -type fp_route_stats_key -type fp_route_stats -type fp_route_config -type fp_route_sock RouteConnect4 route_connect4.c -- -I./include
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel RouteConnect6 route_connect6.c -- -I./include
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel RouteGetpeername4 route_getpeername4.c -- -I./include
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel RouteGetpeername6 route_getpeername6.c -- -I./include

@@ -11,7 +11,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 SEC("cgroup/connect4")
 int flowplace_route_connect4(struct bpf_sock_addr *ctx)
 {
-	if (ctx->type != SOCK_STREAM)
+	if (ctx->type != SOCK_STREAM || !ctx->sk)
 		return 1;
 	struct fp_route_service_key key = { .port = (__be16)ctx->user_port };
 	rt_v4_mapped(key.addr, ctx->user_ip4);
@@ -19,14 +19,16 @@ int flowplace_route_connect4(struct bpf_sock_addr *ctx)
 	struct fp_route_backend *be = rt_choose(&key, &rs);
 	/* An IPv4 socket can reach IPv4 backends only; userspace never puts
 	 * others in an IPv4 service's table. */
-	if (!be || be->family != AF_INET)
+	if (!be || be->family != AF_INET) {
+		rt_unrouted(ctx->sk);
 		return 1;
+	}
 	__be32 addr;
 	__builtin_memcpy(&addr, &be->addr[12], 4);
 	ctx->user_ip4 = addr;
 	ctx->user_port = be->port;
 	__builtin_memcpy(rs.vip, key.addr, 16);
 	rs.vip_port = key.port;
-	rt_routed(bpf_get_socket_cookie(ctx), &rs);
+	rt_routed(ctx->sk, &rs);
 	return 1; /* never refuse a connect */
 }

@@ -12,7 +12,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 SEC("cgroup/connect6")
 int flowplace_route_connect6(struct bpf_sock_addr *ctx)
 {
-	if (ctx->type != SOCK_STREAM)
+	if (ctx->type != SOCK_STREAM || !ctx->sk)
 		return 1;
 	struct fp_route_service_key key = { .port = (__be16)ctx->user_port };
 	/* ctx fields must be loaded one by one, not through a pointer */
@@ -20,8 +20,10 @@ int flowplace_route_connect6(struct bpf_sock_addr *ctx)
 	__builtin_memcpy(key.addr, a, 16);
 	struct fp_route_sock rs = {};
 	struct fp_route_backend *be = rt_choose(&key, &rs);
-	if (!be)
+	if (!be) {
+		rt_unrouted(ctx->sk);
 		return 1;
+	}
 	__u32 b[4];
 	__builtin_memcpy(b, be->addr, 16);
 	ctx->user_ip6[0] = b[0];
@@ -31,6 +33,6 @@ int flowplace_route_connect6(struct bpf_sock_addr *ctx)
 	ctx->user_port = be->port;
 	__builtin_memcpy(rs.vip, key.addr, 16);
 	rs.vip_port = key.port;
-	rt_routed(bpf_get_socket_cookie(ctx), &rs);
+	rt_routed(ctx->sk, &rs);
 	return 1;
 }

@@ -44,9 +44,8 @@ int flowplace_route_destroy(struct bpf_iter__tcp *ctx)
 		return 0;
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
-		return 0; /* TIME_WAIT and request sockets have no cookie state */
-	__u64 cookie = bpf_get_socket_cookie(tp);
-	struct fp_route_sock *rs = bpf_map_lookup_elem(&route_socks, &cookie);
+		return 0; /* TIME_WAIT and request sockets carry no routing state */
+	struct fp_route_sock *rs = route_sock_of(tp);
 	if (!rs)
 		return 0;
 	struct fp_route_pair pair = {};

@@ -10,8 +10,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 SEC("cgroup/getpeername4")
 int flowplace_route_getpeername4(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct fp_route_sock *rs = bpf_map_lookup_elem(&route_socks, &cookie);
+	struct fp_route_sock *rs = route_sock_of(ctx->sk);
 	if (!rs)
 		return 1;
 	__be32 addr;

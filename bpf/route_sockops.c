@@ -15,10 +15,9 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define TCP_SYN_SENT_ 2
 #define TCP_CLOSE_ 7
 
-static __always_inline struct fp_route_sock *routed(struct bpf_sock_ops *skops, __u64 *cookie)
+static __always_inline struct fp_route_sock *routed(struct bpf_sock_ops *skops)
 {
-	*cookie = bpf_get_socket_cookie(skops);
-	return bpf_map_lookup_elem(&route_socks, cookie);
+	return route_sock_of(skops->sk);
 }
 
 static __always_inline struct fp_route_health *health_of(__u32 backend)
@@ -73,17 +72,16 @@ static __always_inline void succeeded(struct fp_route_sock *rs)
 SEC("sockops")
 int flowplace_route_sockops(struct bpf_sock_ops *skops)
 {
-	__u64 cookie;
 	struct fp_route_sock *rs;
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		if (routed(skops, &cookie))
+		if (routed(skops))
 			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTO_CB_FLAG |
 								 BPF_SOCK_OPS_STATE_CB_FLAG);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		rs = routed(skops, &cookie);
+		rs = routed(skops);
 		if (rs) {
 			succeeded(rs);
 			/* Retransmission timeouts of an established connection say
@@ -94,19 +92,18 @@ int flowplace_route_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_RTO_CB:
 		if (skops->state != TCP_SYN_SENT_)
 			break;
-		rs = routed(skops, &cookie);
+		rs = routed(skops);
 		if (rs)
 			failed(rs);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] != TCP_CLOSE_)
 			break;
-		rs = routed(skops, &cookie);
+		rs = routed(skops);
 		if (!rs)
 			break;
 		if (skops->args[0] == TCP_SYN_SENT_)
 			failed(rs); /* reset, refused, or given up before established */
-		bpf_map_delete_elem(&route_socks, &cookie);
 		break;
 	}
 	return 1;

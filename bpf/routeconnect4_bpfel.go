@@ -54,6 +54,12 @@ type RouteConnect4FpRouteServiceKey struct {
 	Pad  uint16
 }
 
+type RouteConnect4FpRouteSlot struct {
+	_       structs.HostLayout
+	Backend uint32
+	Be      RouteConnect4FpRouteBackend
+}
+
 type RouteConnect4FpRouteSlotKey struct {
 	_       structs.HostLayout
 	Service uint32

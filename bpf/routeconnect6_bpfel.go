@@ -54,6 +54,12 @@ type RouteConnect6FpRouteServiceKey struct {
 	Pad  uint16
 }
 
+type RouteConnect6FpRouteSlot struct {
+	_       structs.HostLayout
+	Backend uint32
+	Be      RouteConnect6FpRouteBackend
+}
+
 type RouteConnect6FpRouteSlotKey struct {
 	_       structs.HostLayout
 	Service uint32

@@ -62,6 +62,12 @@ type RouteDestroyFpRouteServiceKey struct {
 	Pad  uint16
 }
 
+type RouteDestroyFpRouteSlot struct {
+	_       structs.HostLayout
+	Backend uint32
+	Be      RouteDestroyFpRouteBackend
+}
+
 type RouteDestroyFpRouteSlotKey struct {
 	_       structs.HostLayout
 	Service uint32

@@ -54,6 +54,12 @@ type RouteGetpeername4FpRouteServiceKey struct {
 	Pad  uint16
 }
 
+type RouteGetpeername4FpRouteSlot struct {
+	_       structs.HostLayout
+	Backend uint32
+	Be      RouteGetpeername4FpRouteBackend
+}
+
 type RouteGetpeername4FpRouteSlotKey struct {
 	_       structs.HostLayout
 	Service uint32

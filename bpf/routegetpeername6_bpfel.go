@@ -54,6 +54,12 @@ type RouteGetpeername6FpRouteServiceKey struct {
 	Pad  uint16
 }
 
+type RouteGetpeername6FpRouteSlot struct {
+	_       structs.HostLayout
+	Backend uint32
+	Be      RouteGetpeername6FpRouteBackend
+}
+
 type RouteGetpeername6FpRouteSlotKey struct {
 	_       structs.HostLayout
 	Service uint32

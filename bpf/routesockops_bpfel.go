@@ -54,6 +54,12 @@ type RouteSockopsFpRouteServiceKey struct {
 	Pad  uint16
 }
 
+type RouteSockopsFpRouteSlot struct {
+	_       structs.HostLayout
+	Backend uint32
+	Be      RouteSockopsFpRouteBackend
+}
+
 type RouteSockopsFpRouteSlotKey struct {
 	_       structs.HostLayout
 	Service uint32

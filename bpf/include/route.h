@@ -3,7 +3,8 @@
  * (socket-level load balancing of multi-cluster services).
  *
  * A service is a dialed address:port. Its backends are stored as slots
- * (service id, revision, slot) -> backend id, tier after tier: tier 0 is the
+ * (service id, revision, slot) -> backend (its id and a copy of its
+ * address, so a probe is one lookup), tier after tier: tier 0 is the
  * local cluster, then the other clusters in order of measured RTT. Userspace
  * replaces a service's table by writing the other revision's slots, then the
  * service entry (one atomic hash update), then deleting the old slots, so a
@@ -59,6 +60,11 @@ struct fp_route_backend {
 	__u8 pad[3];
 };
 
+struct fp_route_slot {
+	__u32 backend; /* id: route_health's key */
+	struct fp_route_backend be;
+};
+
 /* Passive health of a backend, written by sock_ops on failed connects. */
 struct fp_route_health {
 	__u64 ejected_until_ns; /* bpf_ktime_get_ns() clock */
@@ -101,8 +107,12 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 262144);
 	__type(key, struct fp_route_slot_key);
-	__type(value, __u32);
+	__type(value, struct fp_route_slot);
 } route_slots SEC(".maps");
+
+/* id -> backend: userspace's record of the ids it gave (read back when a
+ * new agent adopts the pinned tables); the connect path reads the copies
+ * in the slots. */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -181,39 +191,42 @@ static __always_inline struct fp_route_backend *rt_choose(struct fp_route_servic
 			if (i >= n)
 				break;
 			sk.slot = off + (r + i) % n;
-			__u32 *id = bpf_map_lookup_elem(&route_slots, &sk);
-			if (!id || !rt_healthy(*id, now))
+			struct fp_route_slot *sl = bpf_map_lookup_elem(&route_slots, &sk);
+			if (!sl || !rt_healthy(sl->backend, now))
 				continue;
-			struct fp_route_backend *be = bpf_map_lookup_elem(&route_backends, id);
-			if (!be)
-				continue;
-			rs->backend = *id;
+			rs->backend = sl->backend;
 			rs->tier = t;
-			rs->cluster = be->cluster;
+			rs->cluster = sl->be.cluster;
 			rs->service = svc->id;
-			return be;
+			return &sl->be;
 		}
 		off += n;
 	}
 	sk.slot = r % svc->total;
-	__u32 *id = bpf_map_lookup_elem(&route_slots, &sk);
-	if (!id)
+	struct fp_route_slot *sl = bpf_map_lookup_elem(&route_slots, &sk);
+	if (!sl)
 		return NULL;
-	struct fp_route_backend *be = bpf_map_lookup_elem(&route_backends, id);
-	if (!be)
-		return NULL;
-	rs->backend = *id;
+	rs->backend = sl->backend;
 	rs->tier = RT_MAX_TIERS; /* no tier: the fallback */
 	rs->fallback = 1;
-	rs->cluster = be->cluster;
+	rs->cluster = sl->be.cluster;
 	rs->service = svc->id;
-	return be;
+	return &sl->be;
+}
+
+/* A connect that routing leaves alone: forget an earlier routed connect of
+ * the same socket (a retried connect), so getpeername tells the truth. */
+static __always_inline void rt_unrouted(struct bpf_sock *sk)
+{
+	bpf_sk_storage_delete(&route_socks, sk);
 }
 
 /* Remember the routed socket and count the connect. */
-static __always_inline void rt_routed(__u64 cookie, struct fp_route_sock *rs)
+static __always_inline void rt_routed(struct bpf_sock *sk, struct fp_route_sock *rs)
 {
-	bpf_map_update_elem(&route_socks, &cookie, rs, BPF_ANY);
+	struct fp_route_sock *st_rs = bpf_sk_storage_get(&route_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (st_rs)
+		*st_rs = *rs;
 	struct fp_route_stats_key k = { .service = rs->service, .cluster = rs->cluster, .tier = rs->tier,
 					.fallback = rs->fallback };
 	struct fp_route_stats *st = rt_stats(&k);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* The sockets that routing redirected, keyed by socket cookie. Routing's
+/* The sockets that routing redirected: socket-local storage, so a lookup is
+ * a pointer on the socket rather than a hash walk, and an entry lives and
+ * dies with its socket (no eviction, no delete at close). Routing's
  * connect4/6 write it; its getpeername4/6 and sock_ops read it; the
  * measurement programs read it too, so that a connection routed before they
  * ran is still attributed to the service address the application dialed.
- * The routing loader pins it; measurement gets the pinned map (or, without
- * routing, a one-entry stand-in). */
+ * The routing loader pins it, and pinned the storage outlives an agent;
+ * measurement gets the pinned map (or, without routing, a stand-in). */
 #pragma once
 
 struct fp_route_sock {
@@ -20,8 +22,17 @@ struct fp_route_sock {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536); /* the loader may resize */
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct fp_route_sock);
 } route_socks SEC(".maps");
+
+/* The routing state of sk (any socket pointer the program holds), or NULL.
+ * sk is read once: the verifier must see the NULL check on the register
+ * that the helper gets (a context field read twice is two registers). */
+#define route_sock_of(sk)                                                                  \
+	({                                                                                 \
+		void *__sk = (void *)(sk);                                                 \
+		(struct fp_route_sock *)(__sk ? bpf_sk_storage_get(&route_socks, __sk, 0, 0) : 0); \
+	})

@@ -113,8 +113,8 @@ func Load(opts Options) (_ *Probe, err error) {
 	}
 	p.routed = opts.RoutedSockets
 	if p.routed == nil {
+		// Socket storage: empty, and costing nothing, without routing.
 		spec := connectSpec.Maps[bpf.Connect4MapRouteSocks].Copy()
-		spec.MaxEntries = 1 // nothing writes it without routing
 		if p.routed, err = ebpf.NewMap(spec); err != nil {
 			return nil, fmt.Errorf("create routed-socket stand-in: %w", err)
 		}

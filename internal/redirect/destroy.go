@@ -32,6 +32,9 @@ func (d *Datapath) CloseRouted(pairs []Route) (int, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.maps.services == nil {
+		return 0, ErrClosed
+	}
 	if d.iter == nil {
 		return 0, errors.New("routing: datapath is closed")
 	}

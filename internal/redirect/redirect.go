@@ -125,6 +125,9 @@ var hooks = []hook{
 	{"sockops", ebpf.AttachCGroupSockOps, func(p *programs) *ebpf.Program { return p.sockops }},
 }
 
+// ErrClosed is returned by a Datapath's methods after Close.
+var ErrClosed = errors.New("routing: datapath closed")
+
 // ErrForeignLoadBalancer says another socket-level load balancer already
 // rewrites connects on this node; match with errors.Is.
 var ErrForeignLoadBalancer = errors.New("another socket-level load balancer is active")

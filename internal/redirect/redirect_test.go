@@ -478,9 +478,23 @@ func TestPinnedRoutingOutlivesTheAgentAndIsAdoptedWithoutGap(t *testing.T) {
 		t.Error("a first open reports adopted state")
 	}
 	apply(t, first, redirect.Service{Addr: vip4, Tiers: tiers([]*backend{a})})
+	held, err := net.DialTimeout("tcp4", vip4.String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
 	// The agent dies: its descriptors close, the pins stay.
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := first.Apply(nil); !errors.Is(err, redirect.ErrClosed) {
+		t.Errorf("Apply after Close: %v, want ErrClosed", err)
+	}
+	if _, err := first.Health(); !errors.Is(err, redirect.ErrClosed) {
+		t.Errorf("Health after Close: %v, want ErrClosed", err)
+	}
+	if _, err := first.Stats(); !errors.Is(err, redirect.ErrClosed) {
+		t.Errorf("Stats after Close: %v, want ErrClosed", err)
 	}
 	if got := mustDialName(t, "tcp4", vip4); got != "a" {
 		t.Fatalf("with no agent running, routed to %s", got)
@@ -525,6 +539,11 @@ func TestPinnedRoutingOutlivesTheAgentAndIsAdoptedWithoutGap(t *testing.T) {
 	}
 	if n := len(attachedRoutingPrograms(t, cg)); n != 5 {
 		t.Errorf("%d routing programs attached after the restart, want 5 (links updated, not added)", n)
+	}
+	// A connection routed by the first agent: its socket's routing state
+	// lives in the pinned storage, so it still names the service.
+	if peer := peerOf(t, held); peer != vip4 {
+		t.Errorf("a connection routed before the restart reports peer %s, want %s", peer, vip4)
 	}
 	second.Close()
 
@@ -626,4 +645,27 @@ func TestEjectsBackendWhoseSYNsGoUnanswered(t *testing.T) {
 	if got := mustDialName(t, "tcp4", vip4); got != "far" {
 		t.Errorf("after the silent backend was ejected, routed to %s", got)
 	}
+}
+
+// peerOf asks the kernel for c's peer now (net.Conn caches the one it
+// read at connect).
+func peerOf(t *testing.T, c net.Conn) netip.AddrPort {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sa unix.Sockaddr
+	var serr error
+	if err := rc.Control(func(fd uintptr) { sa, serr = unix.Getpeername(int(fd)) }); err != nil || serr != nil {
+		t.Fatalf("getpeername: %v %v", err, serr)
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+	}
+	t.Fatalf("getpeername: address %T", sa)
+	return netip.AddrPort{}
 }

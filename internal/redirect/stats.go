@@ -29,17 +29,21 @@ type Stat struct {
 // service that is no longer routed are left out.
 func (d *Datapath) Stats() ([]Stat, error) {
 	d.mu.Lock()
+	stats := d.maps.stats
 	byID := make(map[uint32]netip.AddrPort, len(d.tables.byID))
 	for id, a := range d.tables.byID {
 		byID[id] = a
 	}
 	d.mu.Unlock()
+	if stats == nil {
+		return nil, ErrClosed
+	}
 	var (
 		k   bpf.RouteConnect4FpRouteStatsKey
 		per []bpf.RouteConnect4FpRouteStats
 		out []Stat
 	)
-	it := d.maps.stats.Iterate()
+	it := stats.Iterate()
 	for it.Next(&k, &per) {
 		a, ok := byID[k.Service]
 		if !ok {
@@ -76,11 +80,15 @@ func (h BackendHealth) Ejected(now time.Time) bool { return now.Before(h.Ejected
 // Health reads the health of every backend that has failed at least once.
 func (d *Datapath) Health() (map[netip.AddrPort]BackendHealth, error) {
 	d.mu.Lock()
+	health := d.maps.health
 	backends := make(map[uint32]netip.AddrPort, len(d.tables.backends))
 	for id, b := range d.tables.backends {
 		backends[id] = b.Addr
 	}
 	d.mu.Unlock()
+	if health == nil {
+		return nil, ErrClosed
+	}
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return nil, fmt.Errorf("routing: read monotonic clock: %w", err)
@@ -91,7 +99,7 @@ func (d *Datapath) Health() (map[netip.AddrPort]BackendHealth, error) {
 		v   bpf.RouteConnect4FpRouteHealth
 		out = map[netip.AddrPort]BackendHealth{}
 	)
-	it := d.maps.health.Iterate()
+	it := health.Iterate()
 	for it.Next(&id, &v) {
 		a, ok := backends[id]
 		if !ok {

@@ -127,7 +127,7 @@ func (t *tables) recover(m *maps) error {
 	slots := map[uint32]map[uint16]uint32{}
 	var (
 		sk    bpf.RouteConnect4FpRouteSlotKey
-		sv    uint32
+		sv    bpf.RouteConnect4FpRouteSlot
 		stale []bpf.RouteConnect4FpRouteSlotKey
 	)
 	sit := m.slots.Iterate()
@@ -140,7 +140,7 @@ func (t *tables) recover(m *maps) error {
 		if slots[sk.Service] == nil {
 			slots[sk.Service] = map[uint16]uint32{}
 		}
-		slots[sk.Service][sk.Slot] = sv
+		slots[sk.Service][sk.Slot] = sv.Backend
 	}
 	if err := sit.Err(); err != nil {
 		return fmt.Errorf("read slots: %w", err)
@@ -248,6 +248,9 @@ func (d *Datapath) Apply(desired []Service) (int, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.maps.services == nil {
+		return 0, ErrClosed
+	}
 	t, m := &d.tables, &d.maps
 	changed := 0
 	var errs []error
@@ -296,6 +299,7 @@ func (d *Datapath) writeService(s Service, old *serviceState) error {
 		t.nextService++
 	}
 	var ids []uint32
+	var slots []bpf.RouteConnect4FpRouteSlot
 	for _, tier := range s.Tiers {
 		for _, b := range tier {
 			id, err := d.backendID(b)
@@ -303,11 +307,12 @@ func (d *Datapath) writeService(s Service, old *serviceState) error {
 				return fmt.Errorf("routing: service %s: %w", s.Addr, err)
 			}
 			ids = append(ids, id)
+			slots = append(slots, bpf.RouteConnect4FpRouteSlot{Backend: id, Be: backendValue(b)})
 		}
 	}
-	for i, id := range ids {
+	for i := range slots {
 		k := bpf.RouteConnect4FpRouteSlotKey{Service: st.id, Slot: uint16(i), Rev: st.rev}
-		if err := m.slots.Update(&k, id, ebpf.UpdateAny); err != nil {
+		if err := m.slots.Update(&k, &slots[i], ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("routing: service %s: write slot %d: %w", s.Addr, i, err)
 		}
 	}
@@ -361,10 +366,7 @@ func (d *Datapath) backendID(b Backend) (uint32, error) {
 		id = t.nextBackend
 		t.nextBackend++
 	}
-	v := bpf.RouteConnect4FpRouteBackend{Addr: addr16(b.Addr.Addr()), Port: htons(b.Addr.Port()), Cluster: b.Cluster, Family: afInet6}
-	if b.Addr.Addr().Is4() {
-		v.Family = afInet
-	}
+	v := backendValue(b)
 	if err := m.backends.Update(id, &v, ebpf.UpdateAny); err != nil {
 		return 0, fmt.Errorf("write backend %s: %w", b.Addr, err)
 	}
@@ -377,6 +379,14 @@ const (
 	afInet  = 2
 	afInet6 = 10
 )
+
+func backendValue(b Backend) bpf.RouteConnect4FpRouteBackend {
+	v := bpf.RouteConnect4FpRouteBackend{Addr: addr16(b.Addr.Addr()), Port: htons(b.Addr.Port()), Cluster: b.Cluster, Family: afInet6}
+	if b.Addr.Addr().Is4() {
+		v.Family = afInet
+	}
+	return v
+}
 
 // Tables returns what the kernel routes now, by service address.
 func (d *Datapath) Tables() map[netip.AddrPort][][]Backend {
