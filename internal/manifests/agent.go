@@ -79,7 +79,9 @@ func (o *AgentOptions) defaults() error {
 }
 
 // Agent returns the agent's Namespace, ServiceAccount, ClusterRole,
-// ClusterRoleBinding and DaemonSet, in the order they are applied, as the
+// ClusterRoleBinding, Role and RoleBinding (routing reads the latency
+// matrix ConfigMap and its own DaemonSet) and DaemonSet, in the order they
+// are applied, as the
 // chart (charts/flowplace, installMode karmada) renders them: the chart is
 // the one source of the agent's manifests; these are the objects Karmada
 // would propagate to one member, for the lab and the tests that run agents
@@ -133,11 +135,14 @@ func Agent(o AgentOptions) ([]any, error) {
 	var sa corev1.ServiceAccount
 	var role rbacv1.ClusterRole
 	var binding rbacv1.ClusterRoleBinding
+	var nsRole rbacv1.Role
+	var nsBinding rbacv1.RoleBinding
 	var ds appsv1.DaemonSet
 	for _, c := range []struct {
 		kind, name string
 		into       any
-	}{{"Namespace", o.Namespace, &ns}, {"ServiceAccount", AgentName, &sa}, {"ClusterRole", AgentName, &role}, {"ClusterRoleBinding", AgentName, &binding}, {"DaemonSet", AgentName, &ds}} {
+	}{{"Namespace", o.Namespace, &ns}, {"ServiceAccount", AgentName, &sa}, {"ClusterRole", AgentName, &role}, {"ClusterRoleBinding", AgentName, &binding},
+		{"Role", AgentName, &nsRole}, {"RoleBinding", AgentName, &nsBinding}, {"DaemonSet", AgentName, &ds}} {
 		u := r.Find(c.kind, c.name)
 		if u == nil {
 			return nil, fmt.Errorf("manifests: the chart renders no agent %s", c.kind)
@@ -149,7 +154,7 @@ func Agent(o AgentOptions) ([]any, error) {
 	if o.Capabilities != nil {
 		ds.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities.Add = o.Capabilities
 	}
-	return []any{&ns, &sa, &role, &binding, &ds}, nil
+	return []any{&ns, &sa, &role, &binding, &nsRole, &nsBinding, &ds}, nil
 }
 
 func clusterOrDefault(c string) string {

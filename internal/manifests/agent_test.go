@@ -6,6 +6,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 )
 
 func TestAgentFromChart(t *testing.T) {
@@ -14,10 +15,14 @@ func TestAgentFromChart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(objs) != 5 {
-		t.Fatalf("%d objects, want Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, DaemonSet", len(objs))
+	if len(objs) != 7 {
+		t.Fatalf("%d objects, want Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, Role, RoleBinding, DaemonSet", len(objs))
 	}
-	ds := objs[4].(*appsv1.DaemonSet)
+	role := objs[4].(*rbacv1.Role)
+	if len(role.Rules) == 0 || !slices.Contains(role.Rules[0].ResourceNames, "flowplace-cluster-latency") {
+		t.Errorf("agent Role %+v does not grant the latency matrix ConfigMap", role.Rules)
+	}
+	ds := objs[6].(*appsv1.DaemonSet)
 	c := ds.Spec.Template.Spec.Containers[0]
 	if c.Image != "flowplace.local/flowplace-agent:abc" || c.ImagePullPolicy != corev1.PullNever {
 		t.Errorf("image %s %s", c.Image, c.ImagePullPolicy)
@@ -44,7 +49,7 @@ func TestAgentCapabilitiesAreTheChart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := objs[4].(*appsv1.DaemonSet).Spec.Template.Spec.Containers[0].SecurityContext.Capabilities.Add
+	got := objs[6].(*appsv1.DaemonSet).Spec.Template.Spec.Containers[0].SecurityContext.Capabilities.Add
 	if !slices.Equal(got, AgentCapabilities) {
 		t.Errorf("chart grants %v, AgentCapabilities says %v", got, AgentCapabilities)
 	}

@@ -54,6 +54,22 @@ func apply(ctx context.Context, c kubernetes.Interface, o any) error {
 		if apierrors.IsAlreadyExists(err) {
 			err = nil // roleRef is immutable; subjects are ours
 		}
+	case *rbacv1.Role:
+		what = "role " + o.Namespace + "/" + o.Name
+		_, err = c.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			var cur *rbacv1.Role
+			if cur, err = c.RbacV1().Roles(o.Namespace).Get(ctx, o.Name, metav1.GetOptions{}); err == nil {
+				cur.Rules = o.Rules
+				_, err = c.RbacV1().Roles(o.Namespace).Update(ctx, cur, metav1.UpdateOptions{})
+			}
+		}
+	case *rbacv1.RoleBinding:
+		what = "rolebinding " + o.Namespace + "/" + o.Name
+		_, err = c.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			err = nil // roleRef is immutable; subjects are ours
+		}
 	case *appsv1.DaemonSet:
 		what = "daemonset " + o.Namespace + "/" + o.Name
 		_, err = c.AppsV1().DaemonSets(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
