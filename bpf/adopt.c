@@ -215,7 +215,7 @@ int flowplace_adopt(struct bpf_iter__tcp *ctx)
 		emit(seq, cookie, ADOPT_OTHER_CGROUP, state, 0, 0);
 		return 0;
 	}
-	struct fp_conn_state *cs = bpf_map_lookup_elem(&conns, &cookie);
+	struct fp_conn_state *cs = conn_of(sk, 0);
 	if (cs && cs->tracking) {
 		emit(seq, cookie, ADOPT_TRACKED, state, cs->key.role, 0);
 		return 0;
@@ -232,9 +232,7 @@ int flowplace_adopt(struct bpf_iter__tcp *ctx)
 	if (!cs) {
 		/* connect4 stores the dialed address of connects made after it was
 		 * attached; this socket predates it. */
-		struct fp_conn_state fresh = {};
-		bpf_map_update_elem(&conns, &cookie, &fresh, BPF_NOEXIST);
-		cs = bpf_map_lookup_elem(&conns, &cookie);
+		cs = conn_of(sk, 1);
 		if (!cs) {
 			count(CNT_STORAGE_FAILED);
 			emit(seq, cookie, ADOPT_NO_STORAGE, state, 0, 0);

@@ -20,7 +20,6 @@ int flowplace_connect4(struct bpf_sock_addr *ctx)
 	cs.dialed_port = bpf_ntohs((__be16)ctx->user_port);
 	cs.dialed = 1;
 
-	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct fp_route_sock *rs = route_sock_of(ctx->sk);
 	if (rs) {
 		__builtin_memcpy(cs.dialed_addr, rs->vip, 16);
@@ -28,7 +27,11 @@ int flowplace_connect4(struct bpf_sock_addr *ctx)
 		cs.redirected = 1;
 		count(CNT_REDIRECTED);
 	}
-	if (bpf_map_update_elem(&conns, &cookie, &cs, BPF_ANY))
+	/* A fresh state per connect: a retried connect starts over. */
+	struct fp_conn_state *st = conn_of(ctx->sk, 1);
+	if (st)
+		*st = cs;
+	else
 		count(CNT_STORAGE_FAILED);
 	return 1; /* never refuse a connect */
 }

@@ -19,7 +19,6 @@ int flowplace_connect6(struct bpf_sock_addr *ctx)
 	__builtin_memcpy(cs.dialed_addr, a, 16);
 	cs.dialed_port = bpf_ntohs((__be16)ctx->user_port);
 	cs.dialed = 1;
-	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct fp_route_sock *rs = route_sock_of(ctx->sk);
 	if (rs) {
 		__builtin_memcpy(cs.dialed_addr, rs->vip, 16);
@@ -27,7 +26,11 @@ int flowplace_connect6(struct bpf_sock_addr *ctx)
 		cs.redirected = 1;
 		count(CNT_REDIRECTED);
 	}
-	if (bpf_map_update_elem(&conns, &cookie, &cs, BPF_ANY))
+	/* A fresh state per connect: a retried connect starts over. */
+	struct fp_conn_state *st = conn_of(ctx->sk, 1);
+	if (st)
+		*st = cs;
+	else
 		count(CNT_STORAGE_FAILED);
 	return 1;
 }

@@ -43,18 +43,12 @@ static __always_inline void fill_key(struct bpf_sock_ops *skops, struct fp_conn_
 
 static __always_inline void on_established(struct bpf_sock_ops *skops, __u8 role)
 {
-	__u64 cookie = bpf_get_socket_cookie(skops);
-	struct fp_conn_state *cs = bpf_map_lookup_elem(&conns, &cookie);
+	/* Accepted sockets (and connects made before connect4 was attached)
+	 * have no state yet. */
+	struct fp_conn_state *cs = conn_of(skops->sk, 1);
 	if (!cs) {
-		/* Accepted sockets (and connects made before connect4 was
-		 * attached) have no state yet. */
-		struct fp_conn_state fresh = {};
-		bpf_map_update_elem(&conns, &cookie, &fresh, BPF_NOEXIST);
-		cs = bpf_map_lookup_elem(&conns, &cookie);
-		if (!cs) {
-			count(CNT_STORAGE_FAILED);
-			return;
-		}
+		count(CNT_STORAGE_FAILED);
+		return;
 	}
 	if (cs->tracking)
 		return;
@@ -173,8 +167,7 @@ static __always_inline void fold(struct bpf_sock_ops *skops, struct fp_conn_stat
 
 static __always_inline void on_rtt(struct bpf_sock_ops *skops)
 {
-	__u64 cookie = bpf_get_socket_cookie(skops);
-	struct fp_conn_state *cs = bpf_map_lookup_elem(&conns, &cookie);
+	struct fp_conn_state *cs = conn_of(skops->sk, 0);
 	if (!cs || !cs->tracking)
 		return;
 	/* srtt_us in the context still holds the previous value here; args[1]
@@ -206,8 +199,9 @@ static __always_inline void on_rtt(struct bpf_sock_ops *skops)
 
 static __always_inline void on_close(struct bpf_sock_ops *skops)
 {
-	__u64 cookie = bpf_get_socket_cookie(skops);
-	struct fp_conn_state *cs = bpf_map_lookup_elem(&conns, &cookie);
+	/* The state stays with the socket until it is freed (a retried
+	 * connect starts it afresh). */
+	struct fp_conn_state *cs = conn_of(skops->sk, 0);
 	if (!cs)
 		return;
 	if (cs->tracking) {
@@ -219,7 +213,6 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 			__sync_fetch_and_add(&st->closed, 1);
 		}
 	}
-	bpf_map_delete_elem(&conns, &cookie);
 }
 
 SEC("sockops")

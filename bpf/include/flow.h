@@ -127,12 +127,26 @@ struct {
 	__type(value, struct fp_flow_stats);
 } flows SEC(".maps");
 
+/* Per-connection state in socket-local storage: found through the socket
+ * (no hash of the cookie, no walk), never evicted while the connection
+ * lives, and freed with the socket. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 32768); /* the loader may resize */
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct fp_conn_state);
 } conns SEC(".maps");
+
+/* sk's connection state, created zeroed when create and absent; NULL when
+ * sk is NULL or the state cannot be allocated. sk is read once, so the
+ * verifier sees its NULL check on the register the helper gets. */
+#define conn_of(sk, create)                                                                             \
+	({                                                                                              \
+		void *__csk = (void *)(sk);                                                             \
+		(struct fp_conn_state *)(__csk ? bpf_sk_storage_get(&conns, __csk, 0,                  \
+								    (create) ? BPF_SK_STORAGE_GET_F_CREATE : 0) \
+					       : 0);                                                    \
+	})
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -6,8 +6,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/flowplace/flowplace/bpf"
 )
 
@@ -23,7 +21,7 @@ type ConnInfo struct {
 }
 
 // Conn returns the datapath's state of a socket this process holds (a
-// *net.TCPConn, say), found by the socket's cookie.
+// *net.TCPConn, say): socket storage is looked up by the socket's fd.
 func (p *Probe) Conn(c syscall.Conn) (ConnInfo, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
@@ -34,12 +32,7 @@ func (p *Probe) Conn(c syscall.Conn) (ConnInfo, error) {
 		lookup error
 	)
 	if err := raw.Control(func(fd uintptr) {
-		var cookie uint64
-		if cookie, lookup = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE); lookup != nil {
-			lookup = fmt.Errorf("socket cookie: %w", lookup)
-			return
-		}
-		lookup = p.sockops.Conns.Lookup(cookie, &st)
+		lookup = p.sockops.Conns.Lookup(int32(fd), &st)
 	}); err != nil {
 		return ConnInfo{}, fmt.Errorf("socket of connection: %w", err)
 	}

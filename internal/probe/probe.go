@@ -25,18 +25,12 @@ type Options struct {
 	Cgroup string
 	// MaxFlows is the size of the LRU flow table; 0 means DefaultMaxFlows.
 	MaxFlows uint32
-	// MaxConns bounds the connections tracked at once (per-socket state,
-	// ~200 B each, preallocated); 0 means DefaultMaxConns.
-	MaxConns uint32
 	// RoutedSockets is routing's map of the sockets it redirected
 	// (redirect.Datapath.RoutedSockets), so that a connection routed before
 	// the measurement programs ran is attributed to the service address it
 	// dialed. Nil when routing is off.
 	RoutedSockets *ebpf.Map
 }
-
-// DefaultMaxConns covers a busy node's concurrent connections (~6.5 MiB).
-const DefaultMaxConns = 32768
 
 // Probe is a loaded and attached set of programs. Close releases all of it.
 type Probe struct {
@@ -74,12 +68,6 @@ func Load(opts Options) (_ *Probe, err error) {
 	if opts.MaxFlows < 16 || opts.MaxFlows > 1<<20 {
 		return nil, fmt.Errorf("probe: max flows %d out of range [16, 1048576]", opts.MaxFlows)
 	}
-	if opts.MaxConns == 0 {
-		opts.MaxConns = DefaultMaxConns
-	}
-	if opts.MaxConns < 64 || opts.MaxConns > 1<<22 {
-		return nil, fmt.Errorf("probe: max connections %d out of range [64, 4194304]", opts.MaxConns)
-	}
 	if err := CheckKernel(); err != nil {
 		return nil, err
 	}
@@ -103,7 +91,6 @@ func Load(opts Options) (_ *Probe, err error) {
 		return nil, fmt.Errorf("parse sock_ops object: %w", err)
 	}
 	sockopsSpec.Maps[bpf.SockopsMapFlows].MaxEntries = opts.MaxFlows
-	sockopsSpec.Maps[bpf.SockopsMapConns].MaxEntries = opts.MaxConns
 	if err := sockopsSpec.LoadAndAssign(&p.sockops, nil); err != nil {
 		return nil, fmt.Errorf("load sock_ops program: %w", verifierDetail(err))
 	}
@@ -171,7 +158,6 @@ func Load(opts Options) (_ *Probe, err error) {
 func (p *Probe) sizeMaps(spec *ebpf.CollectionSpec, opts Options) {
 	sizes := map[string]uint32{
 		bpf.SockopsMapFlows:       opts.MaxFlows,
-		bpf.SockopsMapConns:       opts.MaxConns,
 		bpf.Connect4MapRouteSocks: p.routed.MaxEntries(),
 	}
 	for name, n := range sizes {
