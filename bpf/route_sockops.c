@@ -60,6 +60,11 @@ static __always_inline void failed(struct fp_route_sock *rs)
 	h->ejected_until_ns = now + d;
 	h->failures = 0;
 	__sync_fetch_and_add(&h->ejections, 1);
+	/* Raced by another CPU, the later end wins or the loser's is shorter
+	 * by a few ns: connects then skip health checks only once both ended. */
+	__u64 *until = bpf_map_lookup_elem(&route_ejecting, &zero);
+	if (until && *until < h->ejected_until_ns)
+		*until = h->ejected_until_ns;
 }
 
 static __always_inline void succeeded(struct fp_route_sock *rs)

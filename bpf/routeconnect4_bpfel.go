@@ -101,6 +101,7 @@ type RouteConnect4FpRouteStatsKey struct {
 const (
 	RouteConnect4MapRouteBackends           = "route_backends"
 	RouteConnect4MapRouteConfig             = "route_config"
+	RouteConnect4MapRouteEjecting           = "route_ejecting"
 	RouteConnect4MapRouteHealth             = "route_health"
 	RouteConnect4MapRouteServices           = "route_services"
 	RouteConnect4MapRouteSlots              = "route_slots"
@@ -160,6 +161,7 @@ type RouteConnect4ProgramSpecs struct {
 type RouteConnect4MapSpecs struct {
 	RouteBackends *ebpf.MapSpec `ebpf:"route_backends"`
 	RouteConfig   *ebpf.MapSpec `ebpf:"route_config"`
+	RouteEjecting *ebpf.MapSpec `ebpf:"route_ejecting"`
 	RouteHealth   *ebpf.MapSpec `ebpf:"route_health"`
 	RouteServices *ebpf.MapSpec `ebpf:"route_services"`
 	RouteSlots    *ebpf.MapSpec `ebpf:"route_slots"`
@@ -195,6 +197,7 @@ func (o *RouteConnect4Objects) Close() error {
 type RouteConnect4Maps struct {
 	RouteBackends *ebpf.Map `ebpf:"route_backends"`
 	RouteConfig   *ebpf.Map `ebpf:"route_config"`
+	RouteEjecting *ebpf.Map `ebpf:"route_ejecting"`
 	RouteHealth   *ebpf.Map `ebpf:"route_health"`
 	RouteServices *ebpf.Map `ebpf:"route_services"`
 	RouteSlots    *ebpf.Map `ebpf:"route_slots"`
@@ -206,6 +209,7 @@ func (m *RouteConnect4Maps) Close() error {
 	return _RouteConnect4Close(
 		m.RouteBackends,
 		m.RouteConfig,
+		m.RouteEjecting,
 		m.RouteHealth,
 		m.RouteServices,
 		m.RouteSlots,

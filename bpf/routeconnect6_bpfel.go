@@ -101,6 +101,7 @@ type RouteConnect6FpRouteStatsKey struct {
 const (
 	RouteConnect6MapRouteBackends           = "route_backends"
 	RouteConnect6MapRouteConfig             = "route_config"
+	RouteConnect6MapRouteEjecting           = "route_ejecting"
 	RouteConnect6MapRouteHealth             = "route_health"
 	RouteConnect6MapRouteServices           = "route_services"
 	RouteConnect6MapRouteSlots              = "route_slots"
@@ -160,6 +161,7 @@ type RouteConnect6ProgramSpecs struct {
 type RouteConnect6MapSpecs struct {
 	RouteBackends *ebpf.MapSpec `ebpf:"route_backends"`
 	RouteConfig   *ebpf.MapSpec `ebpf:"route_config"`
+	RouteEjecting *ebpf.MapSpec `ebpf:"route_ejecting"`
 	RouteHealth   *ebpf.MapSpec `ebpf:"route_health"`
 	RouteServices *ebpf.MapSpec `ebpf:"route_services"`
 	RouteSlots    *ebpf.MapSpec `ebpf:"route_slots"`
@@ -195,6 +197,7 @@ func (o *RouteConnect6Objects) Close() error {
 type RouteConnect6Maps struct {
 	RouteBackends *ebpf.Map `ebpf:"route_backends"`
 	RouteConfig   *ebpf.Map `ebpf:"route_config"`
+	RouteEjecting *ebpf.Map `ebpf:"route_ejecting"`
 	RouteHealth   *ebpf.Map `ebpf:"route_health"`
 	RouteServices *ebpf.Map `ebpf:"route_services"`
 	RouteSlots    *ebpf.Map `ebpf:"route_slots"`
@@ -206,6 +209,7 @@ func (m *RouteConnect6Maps) Close() error {
 	return _RouteConnect6Close(
 		m.RouteBackends,
 		m.RouteConfig,
+		m.RouteEjecting,
 		m.RouteHealth,
 		m.RouteServices,
 		m.RouteSlots,

@@ -110,6 +110,7 @@ const (
 	RouteDestroyMapRouteBackends          = "route_backends"
 	RouteDestroyMapRouteConfig            = "route_config"
 	RouteDestroyMapRouteDoomed            = "route_doomed"
+	RouteDestroyMapRouteEjecting          = "route_ejecting"
 	RouteDestroyMapRouteHealth            = "route_health"
 	RouteDestroyMapRouteServices          = "route_services"
 	RouteDestroyMapRouteSlots             = "route_slots"
@@ -170,6 +171,7 @@ type RouteDestroyMapSpecs struct {
 	RouteBackends *ebpf.MapSpec `ebpf:"route_backends"`
 	RouteConfig   *ebpf.MapSpec `ebpf:"route_config"`
 	RouteDoomed   *ebpf.MapSpec `ebpf:"route_doomed"`
+	RouteEjecting *ebpf.MapSpec `ebpf:"route_ejecting"`
 	RouteHealth   *ebpf.MapSpec `ebpf:"route_health"`
 	RouteServices *ebpf.MapSpec `ebpf:"route_services"`
 	RouteSlots    *ebpf.MapSpec `ebpf:"route_slots"`
@@ -206,6 +208,7 @@ type RouteDestroyMaps struct {
 	RouteBackends *ebpf.Map `ebpf:"route_backends"`
 	RouteConfig   *ebpf.Map `ebpf:"route_config"`
 	RouteDoomed   *ebpf.Map `ebpf:"route_doomed"`
+	RouteEjecting *ebpf.Map `ebpf:"route_ejecting"`
 	RouteHealth   *ebpf.Map `ebpf:"route_health"`
 	RouteServices *ebpf.Map `ebpf:"route_services"`
 	RouteSlots    *ebpf.Map `ebpf:"route_slots"`
@@ -218,6 +221,7 @@ func (m *RouteDestroyMaps) Close() error {
 		m.RouteBackends,
 		m.RouteConfig,
 		m.RouteDoomed,
+		m.RouteEjecting,
 		m.RouteHealth,
 		m.RouteServices,
 		m.RouteSlots,

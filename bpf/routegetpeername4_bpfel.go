@@ -101,6 +101,7 @@ type RouteGetpeername4FpRouteStatsKey struct {
 const (
 	RouteGetpeername4MapRouteBackends               = "route_backends"
 	RouteGetpeername4MapRouteConfig                 = "route_config"
+	RouteGetpeername4MapRouteEjecting               = "route_ejecting"
 	RouteGetpeername4MapRouteHealth                 = "route_health"
 	RouteGetpeername4MapRouteServices               = "route_services"
 	RouteGetpeername4MapRouteSlots                  = "route_slots"
@@ -160,6 +161,7 @@ type RouteGetpeername4ProgramSpecs struct {
 type RouteGetpeername4MapSpecs struct {
 	RouteBackends *ebpf.MapSpec `ebpf:"route_backends"`
 	RouteConfig   *ebpf.MapSpec `ebpf:"route_config"`
+	RouteEjecting *ebpf.MapSpec `ebpf:"route_ejecting"`
 	RouteHealth   *ebpf.MapSpec `ebpf:"route_health"`
 	RouteServices *ebpf.MapSpec `ebpf:"route_services"`
 	RouteSlots    *ebpf.MapSpec `ebpf:"route_slots"`
@@ -195,6 +197,7 @@ func (o *RouteGetpeername4Objects) Close() error {
 type RouteGetpeername4Maps struct {
 	RouteBackends *ebpf.Map `ebpf:"route_backends"`
 	RouteConfig   *ebpf.Map `ebpf:"route_config"`
+	RouteEjecting *ebpf.Map `ebpf:"route_ejecting"`
 	RouteHealth   *ebpf.Map `ebpf:"route_health"`
 	RouteServices *ebpf.Map `ebpf:"route_services"`
 	RouteSlots    *ebpf.Map `ebpf:"route_slots"`
@@ -206,6 +209,7 @@ func (m *RouteGetpeername4Maps) Close() error {
 	return _RouteGetpeername4Close(
 		m.RouteBackends,
 		m.RouteConfig,
+		m.RouteEjecting,
 		m.RouteHealth,
 		m.RouteServices,
 		m.RouteSlots,

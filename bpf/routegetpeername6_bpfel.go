@@ -101,6 +101,7 @@ type RouteGetpeername6FpRouteStatsKey struct {
 const (
 	RouteGetpeername6MapRouteBackends               = "route_backends"
 	RouteGetpeername6MapRouteConfig                 = "route_config"
+	RouteGetpeername6MapRouteEjecting               = "route_ejecting"
 	RouteGetpeername6MapRouteHealth                 = "route_health"
 	RouteGetpeername6MapRouteServices               = "route_services"
 	RouteGetpeername6MapRouteSlots                  = "route_slots"
@@ -160,6 +161,7 @@ type RouteGetpeername6ProgramSpecs struct {
 type RouteGetpeername6MapSpecs struct {
 	RouteBackends *ebpf.MapSpec `ebpf:"route_backends"`
 	RouteConfig   *ebpf.MapSpec `ebpf:"route_config"`
+	RouteEjecting *ebpf.MapSpec `ebpf:"route_ejecting"`
 	RouteHealth   *ebpf.MapSpec `ebpf:"route_health"`
 	RouteServices *ebpf.MapSpec `ebpf:"route_services"`
 	RouteSlots    *ebpf.MapSpec `ebpf:"route_slots"`
@@ -195,6 +197,7 @@ func (o *RouteGetpeername6Objects) Close() error {
 type RouteGetpeername6Maps struct {
 	RouteBackends *ebpf.Map `ebpf:"route_backends"`
 	RouteConfig   *ebpf.Map `ebpf:"route_config"`
+	RouteEjecting *ebpf.Map `ebpf:"route_ejecting"`
 	RouteHealth   *ebpf.Map `ebpf:"route_health"`
 	RouteServices *ebpf.Map `ebpf:"route_services"`
 	RouteSlots    *ebpf.Map `ebpf:"route_slots"`
@@ -206,6 +209,7 @@ func (m *RouteGetpeername6Maps) Close() error {
 	return _RouteGetpeername6Close(
 		m.RouteBackends,
 		m.RouteConfig,
+		m.RouteEjecting,
 		m.RouteHealth,
 		m.RouteServices,
 		m.RouteSlots,

@@ -101,6 +101,7 @@ type RouteSockopsFpRouteStatsKey struct {
 const (
 	RouteSockopsMapRouteBackends          = "route_backends"
 	RouteSockopsMapRouteConfig            = "route_config"
+	RouteSockopsMapRouteEjecting          = "route_ejecting"
 	RouteSockopsMapRouteHealth            = "route_health"
 	RouteSockopsMapRouteServices          = "route_services"
 	RouteSockopsMapRouteSlots             = "route_slots"
@@ -160,6 +161,7 @@ type RouteSockopsProgramSpecs struct {
 type RouteSockopsMapSpecs struct {
 	RouteBackends *ebpf.MapSpec `ebpf:"route_backends"`
 	RouteConfig   *ebpf.MapSpec `ebpf:"route_config"`
+	RouteEjecting *ebpf.MapSpec `ebpf:"route_ejecting"`
 	RouteHealth   *ebpf.MapSpec `ebpf:"route_health"`
 	RouteServices *ebpf.MapSpec `ebpf:"route_services"`
 	RouteSlots    *ebpf.MapSpec `ebpf:"route_slots"`
@@ -195,6 +197,7 @@ func (o *RouteSockopsObjects) Close() error {
 type RouteSockopsMaps struct {
 	RouteBackends *ebpf.Map `ebpf:"route_backends"`
 	RouteConfig   *ebpf.Map `ebpf:"route_config"`
+	RouteEjecting *ebpf.Map `ebpf:"route_ejecting"`
 	RouteHealth   *ebpf.Map `ebpf:"route_health"`
 	RouteServices *ebpf.Map `ebpf:"route_services"`
 	RouteSlots    *ebpf.Map `ebpf:"route_slots"`
@@ -206,6 +209,7 @@ func (m *RouteSockopsMaps) Close() error {
 	return _RouteSockopsClose(
 		m.RouteBackends,
 		m.RouteConfig,
+		m.RouteEjecting,
 		m.RouteHealth,
 		m.RouteServices,
 		m.RouteSlots,

@@ -144,6 +144,17 @@ struct {
 	__type(value, struct fp_route_config);
 } route_config SEC(".maps");
 
+/* The end of the latest ejection of any backend (bpf_ktime_get_ns). Until
+ * then connects check each backend's health; after it none is ejected, and
+ * the common case costs no health lookup (a miss in a large table). Written
+ * by sock_ops only, so a restarted agent keeps it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} route_ejecting SEC(".maps");
+
 static __always_inline void rt_v4_mapped(__u8 dst[16], __be32 addr)
 {
 	__builtin_memset(dst, 0, 10);
@@ -162,8 +173,10 @@ static __always_inline struct fp_route_stats *rt_stats(struct fp_route_stats_key
 	return bpf_map_lookup_elem(&route_stats, k);
 }
 
-static __always_inline int rt_healthy(__u32 backend, __u64 now)
+static __always_inline int rt_healthy(__u32 backend, __u64 now, int ejecting)
 {
+	if (!ejecting)
+		return 1;
 	struct fp_route_health *h = bpf_map_lookup_elem(&route_health, &backend);
 	return !h || h->ejected_until_ns <= now;
 }
@@ -180,6 +193,9 @@ static __always_inline struct fp_route_backend *rt_choose(struct fp_route_servic
 	if (!svc || svc->total == 0)
 		return NULL;
 	__u64 now = bpf_ktime_get_ns();
+	__u32 zero = 0;
+	__u64 *until = bpf_map_lookup_elem(&route_ejecting, &zero);
+	int ejecting = !until || *until > now;
 	__u32 r = bpf_get_prandom_u32();
 	__u32 off = 0;
 	struct fp_route_slot_key sk = { .service = svc->id, .rev = svc->rev };
@@ -192,7 +208,7 @@ static __always_inline struct fp_route_backend *rt_choose(struct fp_route_servic
 				break;
 			sk.slot = off + (r + i) % n;
 			struct fp_route_slot *sl = bpf_map_lookup_elem(&route_slots, &sk);
-			if (!sl || !rt_healthy(sl->backend, now))
+			if (!sl || !rt_healthy(sl->backend, now, ejecting))
 				continue;
 			rs->backend = sl->backend;
 			rs->tier = t;

@@ -90,7 +90,7 @@ type Datapath struct {
 
 // maps are shared by every routing object; the names are route.h's.
 type maps struct {
-	services, slots, backends, health, stats, config, socks, doomed *ebpf.Map
+	services, slots, backends, health, stats, config, ejecting, socks, doomed *ebpf.Map
 }
 
 func (m *maps) all() map[string]**ebpf.Map {
@@ -101,6 +101,7 @@ func (m *maps) all() map[string]**ebpf.Map {
 		bpf.RouteConnect4MapRouteHealth:   &m.health,
 		bpf.RouteConnect4MapRouteStats:    &m.stats,
 		bpf.RouteConnect4MapRouteConfig:   &m.config,
+		bpf.RouteConnect4MapRouteEjecting: &m.ejecting,
 		bpf.RouteConnect4MapRouteSocks:    &m.socks,
 		bpf.RouteDestroyMapRouteDoomed:    &m.doomed,
 	}
