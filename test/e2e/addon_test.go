@@ -268,13 +268,13 @@ func TestAddonInstallsFlowplace(t *testing.T) {
 	}
 
 	// Karmada's propagation, done here.
-	// The latency matrix ConfigMap is the estimator's to write, once it
-	// has measurements.
+	// The latency matrix ConfigMap is the estimator's to write once it
+	// leads: it may or may not exist yet.
 	matrixCM := "ConfigMap flowplace-system/flowplace-cluster-latency"
 	for _, m := range []string{"member1", "member2"} {
 		got, missing := propagateAsKarmada(t, karmadaDyn, karmada.Client, m, nil, f.Member(m).Dynamic, f.Member(m).Client)
-		if !slices.Equal(missing, []string{matrixCM}) {
-			t.Fatalf("%s: the policies select %v, which do not exist; want only the %s", m, missing, matrixCM)
+		if len(missing) > 0 && !slices.Equal(missing, []string{matrixCM}) {
+			t.Fatalf("%s: the policies select %v, which do not exist; only the %s may be missing", m, missing, matrixCM)
 		}
 		var secrets []string
 		for _, p := range got {
