@@ -336,33 +336,50 @@ func TestAddonInstallsFlowplace(t *testing.T) {
 	})
 
 	t.Run("the latency matrix reaches the members", func(t *testing.T) {
-		var cm *corev1.ConfigMap
+		// measured reads member1 -> member2 from a matrix ConfigMap.
+		measured := func(cm *corev1.ConfigMap) (*flowplacev1alpha1.PeerLatency, error) {
+			rows, err := latencymatrix.Decode([]byte(cm.Data[latencymatrix.DataKey]))
+			if err != nil {
+				return nil, err
+			}
+			if row, ok := rows["member1"]; ok {
+				if p := peer(row, "member2"); p != nil && !p.Estimated && p.SampleCount > 0 {
+					return p, nil
+				}
+			}
+			return nil, nil
+		}
+		// The estimator rewrites the matrix each publication: wait for one
+		// that carries the measured pair.
+		var last string
 		err := wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
-			var err error
-			cm, err = karmada.Client.CoreV1().ConfigMaps("flowplace-system").Get(ctx, "flowplace-cluster-latency", metav1.GetOptions{})
-			return err == nil, nil
+			cm, err := karmada.Client.CoreV1().ConfigMaps("flowplace-system").Get(ctx, "flowplace-cluster-latency", metav1.GetOptions{})
+			if err != nil {
+				last = err.Error()
+				return false, nil
+			}
+			p, err := measured(cm)
+			if err != nil {
+				return false, fmt.Errorf("the estimator's matrix: %w", err)
+			}
+			last = "no measured member1 -> member2 entry yet"
+			return p != nil, nil
 		})
 		if err != nil {
-			t.Fatalf("the estimator wrote no %s: %v", matrixCM, err)
+			t.Fatalf("the estimator's %s: %v (%s)", matrixCM, err, last)
 		}
 		got, missing := propagateAsKarmada(t, karmadaDyn, karmada.Client, "member1", nil, f.Member("member1").Dynamic, f.Member("member1").Client)
-		if len(missing) != 0 || !slices.ContainsFunc(got, func(p propagated) bool { return p.obj.GetKind() == "ConfigMap" && p.obj.GetName() == cm.Name }) {
+		if len(missing) != 0 || !slices.ContainsFunc(got, func(p propagated) bool {
+			return p.obj.GetKind() == "ConfigMap" && p.obj.GetName() == "flowplace-cluster-latency"
+		}) {
 			t.Fatalf("member1 receives %d objects without the matrix; missing %v", len(got), missing)
 		}
-		in1, err := m1.CoreV1().ConfigMaps("flowplace-system").Get(ctx, cm.Name, metav1.GetOptions{})
+		in1, err := m1.CoreV1().ConfigMaps("flowplace-system").Get(ctx, "flowplace-cluster-latency", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows, err := latencymatrix.Decode([]byte(in1.Data[latencymatrix.DataKey]))
-		if err != nil {
-			t.Fatalf("member1's matrix: %v", err)
-		}
-		var p *flowplacev1alpha1.PeerLatency
-		if row, ok := rows["member1"]; ok {
-			p = peer(row, "member2")
-		}
-		if p == nil || p.Estimated || p.SampleCount == 0 {
-			t.Errorf("member1's matrix has member1 -> member2 %+v, want a measured entry", p)
+		if p, err := measured(in1); err != nil || p == nil {
+			t.Errorf("member1's matrix has no measured member1 -> member2 entry (%v)", err)
 		}
 	})
 
