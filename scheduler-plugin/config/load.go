@@ -42,6 +42,11 @@ type Model struct {
 	WorkloadResources []WorkloadResource
 	RebuildInterval   time.Duration
 	CapacityPlan      bool
+	// PlanQuantile and PlanEgress are the selected profile's
+	// TrafficLocality quantile and egress prices: the capacity plan prices
+	// links as the score does.
+	PlanQuantile model.Quantile
+	PlanEgress   EgressConfiguration
 }
 
 // LatencyBudget is the resolved LatencyBudgetArgs.
@@ -160,6 +165,10 @@ func resolve(doc *SchedulerConfiguration, schedulerName string) (*Config, error)
 	}
 	if len(errs) > 0 {
 		return nil, errs.ToAggregate()
+	}
+	if selected != nil {
+		selected.Model.PlanQuantile = selected.TrafficLocality.Quantile
+		selected.Model.PlanEgress = selected.TrafficLocality.Egress
 	}
 	if selected == nil {
 		names := make([]string, 0, len(doc.Profiles))
@@ -368,4 +377,34 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// EgressPrice is the price per GiB of the first rule matching from -> to
+// (0 when none matches).
+func EgressPrice(rules []EgressRule, from, to model.ClusterInfo) float64 {
+	for _, r := range rules {
+		if r.FromProvider != "" && r.FromProvider != from.Provider ||
+			r.FromRegion != "" && r.FromRegion != from.Region ||
+			r.ToProvider != "" && r.ToProvider != to.Provider ||
+			r.ToRegion != "" && r.ToRegion != to.Region {
+			continue
+		}
+		if r.SameRegion != nil && *r.SameRegion != (from.Region == to.Region) {
+			continue
+		}
+		return r.CostPerGiB
+	}
+	return 0
+}
+
+// Milliseconds is the egress price of a byte from -> to in the score's unit
+// (milliseconds of RTT a byte's price is worth); nil when there are no
+// rules.
+func (e EgressConfiguration) Milliseconds() func(from, to model.ClusterInfo) float64 {
+	if len(e.Rules) == 0 {
+		return nil
+	}
+	return func(from, to model.ClusterInfo) float64 {
+		return EgressPrice(e.Rules, from, to) * e.MillisecondsPerCostUnit
+	}
 }

@@ -72,6 +72,8 @@ type BindingInput struct {
 	// DemandMilliCPU is spec.replicas x spec.replicaRequirements'
 	// resourceRequest cpu; 0 when the binding does not say.
 	DemandMilliCPU float64
+	// DemandMemoryBytes is the same for memory.
+	DemandMemoryBytes float64
 }
 
 // ClusterReplicas is an entry of a binding's spec.clusters.
@@ -93,6 +95,8 @@ type Inputs struct {
 	// - allocating of the Cluster's status.resourceSummary); clusters
 	// missing here are unconstrained in the capacity plan.
 	AvailableMilliCPU map[string]float64
+	// AvailableMemoryBytes is the same for memory.
+	AvailableMemoryBytes map[string]float64
 }
 
 // BuildOptions tune how inputs are read.
@@ -102,6 +106,16 @@ type BuildOptions struct {
 	// Plan makes a capacity plan (package plan) for workloads that are not
 	// placed yet, so that traffic to them counts and capacity is priced.
 	Plan bool
+	// PlanQuantile is the RTT statistic the plan prices links with: the
+	// one TrafficLocality scores with, so that plan and score agree.
+	PlanQuantile Quantile
+	// PlanEgressMs (optional) is the egress price of a byte from one
+	// cluster to another in milliseconds-equivalent, as TrafficLocality
+	// prices it.
+	PlanEgressMs func(from, to ClusterInfo) float64
+	// Previous (optional) is the last snapshot: its plan is the start the
+	// new plan improves on, so plans do not flip between rebuilds.
+	Previous *Snapshot
 	// Now is the build time against which freshness is judged for the plan
 	// (nil: time.Now).
 	Now func() time.Time
@@ -225,6 +239,9 @@ func Build(in Inputs, opts BuildOptions) *Snapshot {
 		if b.DemandMilliCPU > 0 && !math.IsInf(b.DemandMilliCPU, 0) {
 			w.DemandMilliCPU = b.DemandMilliCPU
 		}
+		if b.DemandMemoryBytes > 0 && !math.IsInf(b.DemandMemoryBytes, 0) {
+			w.DemandMemoryBytes = b.DemandMemoryBytes
+		}
 	}
 	for k, ann := range in.TemplateAnnotations {
 		if _, ok := ann[BudgetAnnotation]; ok {
@@ -279,7 +296,7 @@ func Build(in Inputs, opts BuildOptions) *Snapshot {
 		w.Traffic = tr
 	}
 	if opts.Plan {
-		s.plan(in, s.BuiltAt.UnixNano())
+		s.plan(in, opts, s.BuiltAt.UnixNano())
 	}
 	return s
 }

@@ -10,23 +10,37 @@ import (
 // traffic fresh at now, solves it, and records the result: planned clusters
 // for unplaced workloads (and as the Dist of peer edges to them) and each
 // cluster's slack and price.
-func (s *Snapshot) plan(in Inputs, now int64) {
+func (s *Snapshot) plan(in Inputs, opts BuildOptions, now int64) {
 	n := s.n
-	p := plan.Problem{Clusters: n, RTTMs: make([]float64, n*n), Free: make([]float64, n)}
+	p := plan.Problem{Clusters: n, RTTMs: make([]float64, n*n), Free: make([]plan.Resources, n)}
 	for a := int32(0); a < int32(n); a++ {
 		for b := int32(0); b < int32(n); b++ {
 			v := -1.0
-			if us, ok := s.RTT(QuantileP50, a, b, now); ok {
+			if us, ok := s.RTT(opts.PlanQuantile, a, b, now); ok {
 				v = float64(us) / 1000
 			}
 			p.RTTMs[int(a)*n+int(b)] = v
 		}
 	}
-	for c := range p.Free {
-		p.Free[c] = plan.Unconstrained
-		if v, ok := in.AvailableMilliCPU[s.clusters[c].Name]; ok && !math.IsNaN(v) {
-			p.Free[c] = max(v, 0)
+	if opts.PlanEgressMs != nil {
+		p.EgressMs = make([]float64, n*n)
+		for a := range n {
+			for b := range n {
+				if a != b {
+					p.EgressMs[a*n+b] = opts.PlanEgressMs(s.clusters[a], s.clusters[b])
+				}
+			}
 		}
+	}
+	available := func(m map[string]float64, c int) float64 {
+		if v, ok := m[s.clusters[c].Name]; ok && !math.IsNaN(v) {
+			return max(v, 0)
+		}
+		return plan.Unconstrained
+	}
+	for c := range p.Free {
+		p.Free[c][plan.CPU] = available(in.AvailableMilliCPU, c)
+		p.Free[c][plan.Memory] = available(in.AvailableMemoryBytes, c)
 	}
 
 	index := map[Key]int{}
@@ -40,7 +54,7 @@ func (s *Snapshot) plan(in Inputs, now int64) {
 		keys = append(keys, k)
 		var nd plan.Node
 		if w := s.workloads[k]; w != nil {
-			nd.Demand, nd.Fixed = w.DemandMilliCPU, fixedShares(w.Placement)
+			nd.Demand, nd.Fixed = w.demand(), fixedShares(w.Placement)
 		}
 		p.Nodes = append(p.Nodes, nd)
 		return i
@@ -98,6 +112,19 @@ func (s *Snapshot) plan(in Inputs, now int64) {
 		return
 	}
 
+	// The previous plan is the start, by workload (indexes change between
+	// snapshots).
+	if prev := opts.Previous; prev != nil && prev.workloads != nil {
+		p.Start = make([]int, len(p.Nodes))
+		for i, k := range keys {
+			p.Start[i] = -1
+			if w := prev.workloads[k]; w != nil && w.Planned >= 0 && int(w.Planned) < len(prev.clusters) {
+				if c, ok := s.index[prev.clusters[w.Planned].Name]; ok {
+					p.Start[i] = int(c)
+				}
+			}
+		}
+	}
 	r := plan.Solve(p)
 	s.slack, s.price, s.planCost = r.Slack, r.Price, r.Cost
 	dist := map[Key][]Share{}

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/flowplace/flowplace/scheduler-plugin/plan"
 )
 
 // Key identifies a workload the way Karmada's ResourceBinding does: the
@@ -161,6 +163,8 @@ type Workload struct {
 	// DemandMilliCPU is the CPU the workload requests in all (replicas x
 	// per-replica request, from its binding); 0 when unknown.
 	DemandMilliCPU float64
+	// DemandMemoryBytes is the same for memory.
+	DemandMemoryBytes float64
 	// Planned is the cluster the capacity plan expects the workload in when
 	// it is not placed yet; -1 otherwise.
 	Planned int32
@@ -193,10 +197,10 @@ type Snapshot struct {
 	// 0 when no object exists.
 	rowValidUntil []int64
 	workloads     map[Key]*Workload
-	// slack and price are the capacity plan's per-cluster free milli-CPU
-	// left and cost (bytes/s x ms) per milli-CPU of taking it; nil when no
-	// plan was made.
-	slack, price []float64
+	// slack and price are the capacity plan's per-cluster free capacity
+	// left and cost (bytes/s x ms) per unit of taking it; nil when no plan
+	// was made.
+	slack, price []plan.Resources
 	// planCost is the plan's network cost (bytes/s x ms), for logs.
 	planCost float64
 	// BuiltAt is when the snapshot was built (for logs).
@@ -349,12 +353,12 @@ func (s *Snapshot) HasPlan() bool { return s != nil && s.price != nil }
 // DisplacementCost is the network cost (bytes/s x ms) that running w in
 // cluster c imposes on the workloads the plan expects there: when c's
 // planned slack cannot hold w, the missing capacity times the cluster's
-// price (the cheapest planned workload's cost, per milli-CPU, of going
-// elsewhere). 0 without a plan, for w's own planned cluster, for a cluster
-// w already runs in (its request is already allocated there), and when w's
-// demand is unknown.
+// price (the cheapest planned workload's cost, per unit, of going
+// elsewhere), for the resource that costs most (CPU or memory). 0 without
+// a plan, for w's own planned cluster, for a cluster w already runs in (its
+// request is already allocated there), and when w's demand is unknown.
 func (s *Snapshot) DisplacementCost(w *Workload, c int32) float64 {
-	if s.price == nil || w == nil || w.DemandMilliCPU <= 0 || w.Planned == c || int(c) >= len(s.price) {
+	if s.price == nil || w == nil || w.Planned == c || int(c) >= len(s.price) {
 		return 0
 	}
 	for _, sh := range w.Placement {
@@ -362,11 +366,20 @@ func (s *Snapshot) DisplacementCost(w *Workload, c int32) float64 {
 			return 0
 		}
 	}
-	need := w.DemandMilliCPU - max(s.slack[c], 0)
-	if need <= 0 {
-		return 0
+	var cost float64
+	for r, demand := range w.demand() {
+		if need := demand - max(s.slack[c][r], 0); need > 0 {
+			cost = max(cost, need*s.price[c][r])
+		}
 	}
-	return need * s.price[c]
+	return cost
+}
+
+// demand is w's request as a plan vector.
+func (w *Workload) demand() plan.Resources {
+	var d plan.Resources
+	d[plan.CPU], d[plan.Memory] = w.DemandMilliCPU, w.DemandMemoryBytes
+	return d
 }
 
 // PlanCost is the capacity plan's network cost in bytes/s x ms (0 without
@@ -378,13 +391,22 @@ func (s *Snapshot) PlanCost() float64 {
 	return s.planCost
 }
 
+// SlackMemory is cluster c's free memory in bytes left by the capacity plan
+// (+Inf when unknown or no plan was made).
+func (s *Snapshot) SlackMemory(c int32) float64 {
+	if s == nil || s.slack == nil {
+		return math.Inf(1)
+	}
+	return s.slack[c][plan.Memory]
+}
+
 // Slack is cluster c's free milli-CPU left by the capacity plan (+Inf when
 // unknown or no plan was made).
 func (s *Snapshot) Slack(c int32) float64 {
 	if s == nil || s.slack == nil {
 		return math.Inf(1)
 	}
-	return s.slack[c]
+	return s.slack[c][plan.CPU]
 }
 
 // Holder holds the current snapshot for concurrent readers; the zero value

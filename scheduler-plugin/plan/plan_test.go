@@ -13,13 +13,25 @@ var rtt3 = []float64{
 	100, 100, 0,
 }
 
+// cpu is a demand or capacity of CPU only (memory unconstrained).
+func cpu(v float64) Resources { return Resources{v, 0} }
+
+// cpus is free CPU per cluster, memory unconstrained.
+func cpus(v ...float64) []Resources {
+	out := make([]Resources, len(v))
+	for i, x := range v {
+		out[i] = Resources{x, Unconstrained}
+	}
+	return out
+}
+
 func TestSolve(t *testing.T) {
 	inf := Unconstrained
 	for _, tc := range []struct {
 		name  string
 		p     Problem
-		want  []int     // planned cluster per node (-1: fixed)
-		slack []float64 // nil: not checked
+		want  []int       // planned cluster per node (-1: fixed)
+		slack []Resources // nil: not checked
 		// priced: clusters whose price must be > 0; others must be 0.
 		priced []int
 	}{
@@ -30,38 +42,38 @@ func TestSolve(t *testing.T) {
 		},
 		{
 			name: "unplaced peer joins its fixed caller",
-			p: Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{inf, inf, inf},
-				Nodes: []Node{{Fixed: []Share{{2, 1}}}, {Demand: 1}},
+			p: Problem{Clusters: 3, RTTMs: rtt3, Free: cpus(inf, inf, inf),
+				Nodes: []Node{{Fixed: []Share{{2, 1}}}, {Demand: cpu(1)}},
 				Edges: []Edge{{0, 1, 1000}}},
 			want: []int{-1, 2},
 		},
 		{
 			name: "external clients pull a lone workload",
 			p: Problem{Clusters: 3, RTTMs: rtt3,
-				Nodes: []Node{{Demand: 1, External: []Load{{1, 100}, {2, 10}}}}},
+				Nodes: []Node{{Demand: cpu(1), External: []Load{{1, 100}, {2, 10}}}}},
 			want: []int{1},
 		},
 		{
 			name: "heavy pair stays together where it fits, light one is pushed out",
 			// a holds 6: the pair (4+2) takes it; the light workload (2),
 			// whose clients are in a, goes to b, 10 ms away.
-			p: Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{6, 10, 10},
+			p: Problem{Clusters: 3, RTTMs: rtt3, Free: cpus(6, 10, 10),
 				Nodes: []Node{
-					{Demand: 4, External: []Load{{0, 1000}}},
-					{Demand: 2},
-					{Demand: 2, External: []Load{{0, 10}}},
+					{Demand: cpu(4), External: []Load{{0, 1000}}},
+					{Demand: cpu(2)},
+					{Demand: cpu(2), External: []Load{{0, 10}}},
 				},
 				Edges: []Edge{{0, 1, 5000}, {0, 2, 10}}},
 			want:   []int{0, 0, 1},
-			slack:  []float64{0, 8, 10},
+			slack:  cpus(0, 8, 10),
 			priced: []int{0, 1},
 		},
 		{
 			name: "nothing fits: the roomiest cluster is overcommitted",
-			p: Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{1, 3, 2},
-				Nodes: []Node{{Demand: 5, External: []Load{{0, 10}}}}},
+			p: Problem{Clusters: 3, RTTMs: rtt3, Free: cpus(1, 3, 2),
+				Nodes: []Node{{Demand: cpu(5), External: []Load{{0, 10}}}}},
 			want:   []int{1},
-			slack:  []float64{1, -2, 2},
+			slack:  cpus(1, -2, 2),
 			priced: []int{1},
 		},
 		{
@@ -70,25 +82,25 @@ func TestSolve(t *testing.T) {
 			// from a (100 ms) than from b (assumed 100 ms, tie broken by
 			// index).
 			p: Problem{Clusters: 3, RTTMs: []float64{0, 10, 100, 10, 0, -1, 100, -1, 0},
-				Nodes: []Node{{Demand: 1, External: []Load{{2, 10}, {0, 1}}}}},
+				Nodes: []Node{{Demand: cpu(1), External: []Load{{2, 10}, {0, 1}}}}},
 			want: []int{2},
 		},
 		{
 			name: "zero demand never blocks",
-			p: Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{0, 0, 0},
+			p: Problem{Clusters: 3, RTTMs: rtt3, Free: cpus(0, 0, 0),
 				Nodes: []Node{{External: []Load{{1, 10}}}}},
 			want:  []int{1},
-			slack: []float64{0, 0, 0},
+			slack: cpus(0, 0, 0),
 		},
 		{
 			name: "no clusters: nothing planned",
-			p:    Problem{Nodes: []Node{{Demand: 1}, {Demand: 2}}, Edges: []Edge{{0, 1, 10}}},
+			p:    Problem{Nodes: []Node{{Demand: cpu(1)}, {Demand: cpu(2)}}, Edges: []Edge{{0, 1, 10}}},
 			want: []int{-1, -1},
 		},
 		{
 			name: "bad edges are ignored",
 			p: Problem{Clusters: 3, RTTMs: rtt3,
-				Nodes: []Node{{Demand: 1, External: []Load{{1, 10}}}},
+				Nodes: []Node{{Demand: cpu(1), External: []Load{{1, 10}}}},
 				Edges: []Edge{{0, 0, 1e9}, {0, 7, 1e9}, {-1, 0, 1e9}, {0, 0, math.NaN()}}},
 			want: []int{1},
 		},
@@ -102,7 +114,7 @@ func TestSolve(t *testing.T) {
 				t.Errorf("slack %v, want %v", r.Slack, tc.slack)
 			}
 			for c, price := range r.Price {
-				if slices.Contains(tc.priced, c) != (price > 0) {
+				if slices.Contains(tc.priced, c) != (price[CPU] > 0) {
 					t.Errorf("price of cluster %d = %v (priced clusters: %v)", c, price, tc.priced)
 				}
 			}
@@ -113,19 +125,18 @@ func TestSolve(t *testing.T) {
 // TestImprovePairMove starts a pair in the wrong cluster: moving either
 // alone splits the 1 MB/s edge between them, so only a pair move helps.
 func TestImprovePairMove(t *testing.T) {
-	s := newSolver(Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{4, 4, 4},
+	s := newSolver(Problem{Clusters: 3, RTTMs: rtt3, Free: cpus(4, 4, 4),
 		Nodes: []Node{
-			{Demand: 2, External: []Load{{2, 500}}},
-			{Demand: 2, External: []Load{{2, 500}}},
+			{Demand: cpu(2), External: []Load{{2, 500}}},
+			{Demand: cpu(2), External: []Load{{2, 500}}},
 		},
 		Edges: []Edge{{0, 1, 1e6}}})
-	s.assign(0, 0)
-	s.assign(1, 0)
-	s.improve()
+	s.setAll([]int{0, 0})
+	s.localSearch()
 	if got := s.where; !slices.Equal(got, []int{2, 2}) {
 		t.Fatalf("after improve: %v, want both in c", got)
 	}
-	if r := s.result(); r.Cost != 0 || r.Price[2] <= 0 || r.Slack[2] != 0 {
+	if r := s.result(); r.Cost != 0 || r.Price[2][CPU] <= 0 || r.Slack[2][CPU] != 0 {
 		t.Errorf("result %+v", r)
 	}
 }
@@ -136,12 +147,12 @@ func TestPrice(t *testing.T) {
 	// Cluster a (free 4) gets both workloads; each would cost more in b:
 	// x: 100 B/s of clients in a, 10 ms away -> 1000 for 2 units = 500/unit.
 	// y: 1000 B/s of clients in a -> 10000 for 2 units = 5000/unit.
-	r := Solve(Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{4, 10, 10},
-		Nodes: []Node{{Demand: 2, External: []Load{{0, 100}}}, {Demand: 2, External: []Load{{0, 1000}}}}})
+	r := Solve(Problem{Clusters: 3, RTTMs: rtt3, Free: cpus(4, 10, 10),
+		Nodes: []Node{{Demand: cpu(2), External: []Load{{0, 100}}}, {Demand: cpu(2), External: []Load{{0, 1000}}}}})
 	if !slices.Equal(r.Cluster, []int{0, 0}) {
 		t.Fatalf("plan %v", r.Cluster)
 	}
-	if r.Price[0] != 500 {
+	if r.Price[0][CPU] != 500 {
 		t.Errorf("price of a = %v, want 500", r.Price[0])
 	}
 	if r.Cost != 0 {
@@ -151,8 +162,8 @@ func TestPrice(t *testing.T) {
 
 // TestCostCountsEdgesOnce checks Result.Cost on a split pair.
 func TestCostCountsEdgesOnce(t *testing.T) {
-	r := Solve(Problem{Clusters: 3, RTTMs: rtt3, Free: []float64{1, 1, 0},
-		Nodes: []Node{{Demand: 1, External: []Load{{0, 1}}}, {Demand: 1, External: []Load{{1, 1}}}},
+	r := Solve(Problem{Clusters: 3, RTTMs: rtt3, Free: cpus(1, 1, 0),
+		Nodes: []Node{{Demand: cpu(1), External: []Load{{0, 1}}}, {Demand: cpu(1), External: []Load{{1, 1}}}},
 		Edges: []Edge{{0, 1, 7}}})
 	if !slices.Equal(r.Cluster, []int{0, 1}) {
 		t.Fatalf("plan %v", r.Cluster)
@@ -167,15 +178,15 @@ func TestCostCountsEdgesOnce(t *testing.T) {
 // rebuild interval, never a Score call).
 func BenchmarkSolve(b *testing.B) {
 	const clusters, nodes = 100, 2000
-	p := Problem{Clusters: clusters, RTTMs: make([]float64, clusters*clusters), Free: make([]float64, clusters)}
+	p := Problem{Clusters: clusters, RTTMs: make([]float64, clusters*clusters), Free: make([]Resources, clusters)}
 	for a := 0; a < clusters; a++ {
-		p.Free[a] = 50
+		p.Free[a] = cpu(50)
 		for c := 0; c < clusters; c++ {
 			p.RTTMs[a*clusters+c] = math.Abs(float64(a-c)) * 2
 		}
 	}
 	for u := 0; u < nodes; u++ {
-		nd := Node{Demand: float64(1 + u%4), External: []Load{{u % clusters, float64(100 + u%7)}}}
+		nd := Node{Demand: cpu(float64(1 + u%4)), External: []Load{{u % clusters, float64(100 + u%7)}}}
 		if u%3 == 0 {
 			nd.Fixed = []Share{{u % clusters, 1}}
 		}
@@ -222,11 +233,11 @@ func FuzzSolve(f *testing.F) {
 			p.RTTMs = append(p.RTTMs, val())
 		}
 		for range p.Clusters {
-			p.Free = append(p.Free, val())
+			p.Free = append(p.Free, Resources{val(), val()})
 		}
 		nodes := next() % 8
 		for range nodes {
-			nd := Node{Demand: val()}
+			nd := Node{Demand: Resources{val(), val()}}
 			if next()%3 == 0 {
 				nd.Fixed = []Share{{next() % 7, val()}}
 			}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -193,7 +194,8 @@ func (s *Source) loop(ctx context.Context) {
 func (s *Source) Rebuild() {
 	start := time.Now()
 	in := s.inputs()
-	snap := model.Build(in, model.BuildOptions{MinSamples: s.opts.MinSamples, Plan: s.opts.CapacityPlan})
+	snap := model.Build(in, model.BuildOptions{MinSamples: s.opts.MinSamples, Plan: s.opts.CapacityPlan,
+		PlanQuantile: s.opts.PlanQuantile, PlanEgressMs: s.opts.PlanEgress.Milliseconds(), Previous: s.holder.Snapshot()})
 	s.holder.Store(snap)
 	s.rebuilds.Add(1)
 	klog.V(4).InfoS("flowplace model rebuilt", "clusters", snap.NumClusters(), "workloads", snap.NumWorkloads(), "planCost", snap.PlanCost(),
@@ -208,11 +210,17 @@ func (s *Source) inputs() model.Inputs {
 			continue
 		}
 		in.Clusters = append(in.Clusters, model.ClusterInfo{Name: c.Name, Provider: c.Spec.Provider, Region: c.Spec.Region})
-		if free, ok := c.availableMilliCPU(); ok {
+		if free, ok := c.available(corev1.ResourceCPU); ok {
 			if in.AvailableMilliCPU == nil {
 				in.AvailableMilliCPU = map[string]float64{}
 			}
 			in.AvailableMilliCPU[c.Name] = free
+		}
+		if free, ok := c.available(corev1.ResourceMemory); ok {
+			if in.AvailableMemoryBytes == nil {
+				in.AvailableMemoryBytes = map[string]float64{}
+			}
+			in.AvailableMemoryBytes[c.Name] = free
 		}
 	}
 	for _, o := range s.latency.GetStore().List() {
@@ -240,7 +248,8 @@ func (s *Source) inputs() model.Inputs {
 		if !decode(o, &rb) {
 			continue
 		}
-		b := model.BindingInput{Workload: model.Key{Namespace: rb.Namespace, Name: rb.Name}, Annotations: rb.Annotations, DemandMilliCPU: rb.demandMilliCPU()}
+		b := model.BindingInput{Workload: model.Key{Namespace: rb.Namespace, Name: rb.Name}, Annotations: rb.Annotations,
+			DemandMilliCPU: rb.demand(corev1.ResourceCPU), DemandMemoryBytes: rb.demand(corev1.ResourceMemory)}
 		for _, c := range rb.Spec.Clusters {
 			b.Clusters = append(b.Clusters, model.ClusterReplicas{Name: c.Name, Replicas: c.Replicas})
 		}
@@ -308,16 +317,26 @@ type bindingMirror struct {
 	} `json:"spec"`
 }
 
-// demandMilliCPU is the CPU the whole workload requests (0: unknown).
-func (b *bindingMirror) demandMilliCPU() float64 {
+// demand is what the whole workload requests of r, in milli-cores for CPU
+// and bytes for memory (0: unknown).
+func (b *bindingMirror) demand(r corev1.ResourceName) float64 {
 	if b.Spec.ReplicaRequirements == nil || b.Spec.Replicas <= 0 {
 		return 0
 	}
-	cpu, ok := b.Spec.ReplicaRequirements.ResourceRequest[corev1.ResourceCPU]
+	q, ok := b.Spec.ReplicaRequirements.ResourceRequest[r]
 	if !ok {
 		return 0
 	}
-	return float64(b.Spec.Replicas) * float64(cpu.MilliValue())
+	return float64(b.Spec.Replicas) * amount(r, q)
+}
+
+// amount is q in the plan's unit for r: milli-cores for CPU, the value
+// (bytes) otherwise.
+func amount(r corev1.ResourceName, q resource.Quantity) float64 {
+	if r == corev1.ResourceCPU {
+		return float64(q.MilliValue())
+	}
+	return q.AsApproximateFloat64()
 }
 
 // clusterMirror is the part of cluster.karmada.io/v1alpha1 Cluster read here.
@@ -336,26 +355,26 @@ type clusterMirror struct {
 	} `json:"status,omitempty"`
 }
 
-// availableMilliCPU is allocatable - allocated - allocating CPU, as
-// Karmada's general estimator computes it; false when the cluster does not
-// report allocatable CPU.
-func (c *clusterMirror) availableMilliCPU() (float64, bool) {
+// available is allocatable - allocated - allocating of r, as Karmada's
+// general estimator computes it, in the plan's unit (see amount); false
+// when the cluster does not report r as allocatable.
+func (c *clusterMirror) available(r corev1.ResourceName) (float64, bool) {
 	rs := c.Status.ResourceSummary
 	if rs == nil {
 		return 0, false
 	}
-	alloc, ok := rs.Allocatable[corev1.ResourceCPU]
+	alloc, ok := rs.Allocatable[r]
 	if !ok {
 		return 0, false
 	}
-	free := alloc.MilliValue()
-	if q, ok := rs.Allocated[corev1.ResourceCPU]; ok {
-		free -= q.MilliValue()
+	free := amount(r, alloc)
+	if q, ok := rs.Allocated[r]; ok {
+		free -= amount(r, q)
 	}
-	if q, ok := rs.Allocating[corev1.ResourceCPU]; ok {
-		free -= q.MilliValue()
+	if q, ok := rs.Allocating[r]; ok {
+		free -= amount(r, q)
 	}
-	return float64(max(free, 0)), true
+	return max(free, 0), true
 }
 
 // decode converts an informer object into out. A malformed object is

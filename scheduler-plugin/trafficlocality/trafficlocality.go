@@ -313,20 +313,8 @@ func (p *Plugin) egressFor(s *model.Snapshot) []float64 {
 	return ms
 }
 
-// EgressPrice is the price per GiB of the first rule matching from -> to
-// (0 when none matches).
+// EgressPrice is config.EgressPrice: the price per GiB of the first rule
+// matching from -> to (0 when none matches).
 func EgressPrice(rules []config.EgressRule, from, to model.ClusterInfo) float64 {
-	for _, r := range rules {
-		if r.FromProvider != "" && r.FromProvider != from.Provider ||
-			r.FromRegion != "" && r.FromRegion != from.Region ||
-			r.ToProvider != "" && r.ToProvider != to.Provider ||
-			r.ToRegion != "" && r.ToRegion != to.Region {
-			continue
-		}
-		if r.SameRegion != nil && *r.SameRegion != (from.Region == to.Region) {
-			continue
-		}
-		return r.CostPerGiB
-	}
-	return 0
+	return config.EgressPrice(rules, from, to)
 }
