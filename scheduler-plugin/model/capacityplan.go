@@ -137,6 +137,23 @@ func (s *Snapshot) plan(in Inputs, opts BuildOptions, now int64) {
 		}
 		dist[keys[i]] = []Share{{Cluster: int32(c), Fraction: 1}}
 	}
+	// A caller that is not placed yet is in neither the callee's peers (it
+	// lists whom it calls) nor its clients (nothing was measured from where
+	// it will run): without this, a callee scheduled before its callers
+	// ignores them. Its traffic counts at its planned cluster.
+	for _, e := range p.Edges {
+		caller, callee := keys[e.A], keys[e.B]
+		if caller == (Key{}) || callee == (Key{}) || r.Cluster[e.A] < 0 {
+			continue
+		}
+		w := s.workloads[callee]
+		if w == nil || w.Traffic == nil || !w.Traffic.Fresh(now) {
+			continue
+		}
+		w.Traffic.Peers = append(w.Traffic.Peers, PeerEdge{Name: caller.String() + " (caller)", Workload: caller,
+			BytesPerSecond: e.BytesPerSecond, Dist: dist[caller], Source: PlacementPlanned})
+		w.Traffic.PeerBytesPerSecond += e.BytesPerSecond
+	}
 	// Edges to a peer with no placement, or whose binding waits to be
 	// scheduled (its observed location is about to change), take the plan.
 	for _, w := range s.workloads {

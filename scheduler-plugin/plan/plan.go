@@ -231,6 +231,8 @@ type solver struct {
 	members [][]int
 	pos     []int
 	work    int64
+	// unit is the tabu stage's unit of excess capacity per resource.
+	unit Resources
 }
 
 func newSolver(p Problem) *solver {
@@ -862,37 +864,93 @@ func (s *solver) totalCost() float64 {
 const tabuMaxCells = 20_000
 
 // tabuPatience is how many iterations without a new best end the tabu
-// stage, per planned node (at least 50 and at most 2,000 iterations).
-const tabuPatience = 4
+// stage, per planned node (at least 200 and at most 5,000 iterations).
+const tabuPatience = 20
+
+// excess is how far cluster c is over its capacity, in units of an
+// average workload's demand of each resource.
+func (s *solver) excess(c int, free Resources) float64 {
+	var v float64
+	for r := range free {
+		if free[r] < 0 && s.unit[r] > 0 {
+			v -= free[r] / s.unit[r]
+		}
+	}
+	return v
+}
+
+// moveExcess is the change in total excess of moving u from a to c.
+func (s *solver) moveExcess(u, a, c int) float64 {
+	fa, fc := s.free[a], s.free[c]
+	before := s.excess(a, fa) + s.excess(c, fc)
+	for r := range fa {
+		fa[r] += s.dem[u][r]
+		fc[r] -= s.dem[u][r]
+	}
+	return s.excess(a, fa) + s.excess(c, fc) - before
+}
+
+// swapExcess is the change in total excess of exchanging u (in a) and v
+// (in b).
+func (s *solver) swapExcess(u, v int) float64 {
+	a, b := s.where[u], s.where[v]
+	fa, fb := s.free[a], s.free[b]
+	before := s.excess(a, fa) + s.excess(b, fb)
+	for r := range fa {
+		d := s.dem[u][r] - s.dem[v][r]
+		fa[r] += d
+		fb[r] -= d
+	}
+	return s.excess(a, fa) + s.excess(b, fb) - before
+}
+
+func (s *solver) totalExcess() float64 {
+	var v float64
+	for c := range s.free {
+		v += s.excess(c, s.free[c])
+	}
+	return v
+}
 
 // tabu runs the tabu stage (see the package doc) and leaves the best
-// assignment seen, then polishes it with the local search.
+// assignment that fits, then polishes it with the local search. Capacity
+// is a penalty, not a wall (strategic oscillation): a move may overfill a
+// cluster at a price per unit of excess that rises while the search stays
+// infeasible and falls while it is feasible, so that the search can cross
+// full clusters to reach a better packing.
 func (s *solver) tabu() {
 	N := len(s.planned_)
-	if N < 2 || s.n < 2 {
+	if N < 2 || s.n < 2 || N*s.n > tabuMaxCells {
+		// Nothing to exchange, or an iteration would cost more than a
+		// fleet-sized local search: the local optimum stands.
 		return
 	}
-	// One iteration reads the whole move neighbourhood: N x n single moves
-	// and the swaps of each node with the members of cheaper full clusters.
-	if N*s.n > tabuMaxCells {
-		// An iteration would cost more than a fleet-sized local search:
-		// the local optimum stands.
-		return
-	}
-	patience := min(max(tabuPatience*N, 50), 2000)
-	tenure := func(iter int) int { return 7 + (iter*7919)%max(N/4, 3) }
+	s.setUnits()
+	patience := min(max(tabuPatience*N, 200), 5000)
 	// tabuUntil[u*n+c]: u may not enter c before that iteration.
 	tabuUntil := make([]int, len(s.nodes)*s.n)
-	cur := s.totalCost()
-	best, bestCost := slices.Clone(s.where), cur
+	cost := s.totalCost()
+	exc := s.totalExcess()
+	feasible := exc <= 1e-9
+	best, bestCost := slices.Clone(s.where), cost
+	if !feasible {
+		bestCost = math.Inf(1)
+	}
+	// The penalty starts at the mean cost per workload per unit of
+	// excess: large enough to matter, small enough to be crossed.
+	lambda := max(cost/float64(N), 1)
+	rng := uint64(0x9e3779b97f4a7c15)
 	since := 0
 	for iter := 1; since < patience && s.work < MaxWork; iter++ {
 		since++
 		type mv struct {
-			u, v, c int // v >= 0: swap u with v; else move u to c
-			gain    float64
+			u, v, c   int // v >= 0: swap u with v; else move u to c
+			dc, de, g float64
 		}
-		choice := mv{u: -1, gain: math.Inf(-1)}
+		choice := mv{u: -1, g: math.Inf(-1)}
+		aspire := func(dc, de float64) bool {
+			return exc+de <= 1e-9 && cost-dc < bestCost-eps*(1+math.Abs(bestCost))
+		}
 		for _, u := range s.planned_ {
 			from := s.where[u]
 			row := s.d[u]
@@ -900,31 +958,28 @@ func (s *solver) tabu() {
 				if c == from {
 					continue
 				}
-				g := row[from] - row[c]
-				if g <= choice.gain {
+				dc := row[from] - row[c]
+				de := s.moveExcess(u, from, c)
+				g := dc - lambda*de
+				if g > choice.g && (tabuUntil[u*s.n+c] <= iter || aspire(dc, de)) {
+					choice = mv{u, -1, c, dc, de, g}
+				}
+				if de <= 0 {
 					continue
 				}
-				allowed := tabuUntil[u*s.n+c] <= iter || cur-g < bestCost-eps*(1+math.Abs(bestCost))
-				if !allowed {
-					continue
-				}
-				if s.fits(u, c) {
-					choice = mv{u, -1, c, g}
-					continue
-				}
-				// No room: the best exchange with a member of c.
+				// Moving alone overfills c: the best exchange with a
+				// member of c.
 				for _, v := range s.members[c] {
-					if !s.swapFits(u, v) {
+					sc := s.swapGain(u, v)
+					se := s.swapExcess(u, v)
+					sg := sc - lambda*se
+					if sg <= choice.g {
 						continue
 					}
-					sg := s.swapGain(u, v)
-					if sg <= choice.gain {
+					if (tabuUntil[u*s.n+c] > iter || tabuUntil[v*s.n+from] > iter) && !aspire(sc, se) {
 						continue
 					}
-					if tabuUntil[v*s.n+from] > iter && cur-sg >= bestCost-eps*(1+math.Abs(bestCost)) {
-						continue
-					}
-					choice = mv{u, v, c, sg}
+					choice = mv{u, v, c, sc, se, sg}
 				}
 				s.work += int64(len(s.members[c]))
 			}
@@ -933,25 +988,52 @@ func (s *solver) tabu() {
 		if choice.u < 0 {
 			break
 		}
+		// Tenures vary (a fixed tenure cycles); drawn from a fixed seed.
+		rng = rng*6364136223846793005 + 1442695040888963407
+		tenure := 5 + int(rng>>33)%max(N/3, 5)
 		u, from := choice.u, s.where[choice.u]
-		tabuUntil[u*s.n+from] = iter + tenure(iter)
+		tabuUntil[u*s.n+from] = iter + tenure
 		s.move(u, choice.c)
 		if choice.v >= 0 {
-			tabuUntil[choice.v*s.n+choice.c] = iter + tenure(iter)
+			tabuUntil[choice.v*s.n+choice.c] = iter + tenure
 			s.move(choice.v, from)
 		}
-		cur -= choice.gain
-		if cur < bestCost-eps*(1+math.Abs(bestCost)) {
-			// Drift in the incremental total is bounded by recomputing at
-			// each new best.
-			cur = s.totalCost()
-			if cur < bestCost-eps*(1+math.Abs(bestCost)) {
-				best, bestCost, since = slices.Clone(s.where), cur, 0
+		cost -= choice.dc
+		exc += choice.de
+		if exc <= 1e-9 {
+			lambda = max(lambda/1.1, 1e-9)
+			if cost < bestCost-eps*(1+math.Abs(bestCost)) {
+				// Recompute at each new best: the incremental totals
+				// drift.
+				cost, exc = s.totalCost(), s.totalExcess()
+				if exc <= 1e-9 && cost < bestCost-eps*(1+math.Abs(bestCost)) {
+					best, bestCost, since = slices.Clone(s.where), cost, 0
+				}
 			}
+		} else {
+			lambda *= 1.1
 		}
 	}
 	s.setAll(best)
 	s.localSearch()
+}
+
+// setUnits sets the excess unit of each resource: the mean demand of the
+// planned workloads that request it.
+func (s *solver) setUnits() {
+	for r := range s.unit {
+		var sum float64
+		var k int
+		for _, u := range s.planned_ {
+			if s.dem[u][r] > 0 {
+				sum += s.dem[u][r]
+				k++
+			}
+		}
+		if k > 0 {
+			s.unit[r] = sum / float64(k)
+		}
+	}
 }
 
 func (s *solver) result() Result {

@@ -175,7 +175,9 @@ func (p *Plugin) cost(s *model.Snapshot, wl *model.Workload, c int32, now int64)
 			}
 			l := float64(us) / 1000
 			if eg != nil && d.Cluster != c {
-				l += eg[c*n+d.Cluster]
+				// A peer edge's bytes flow both ways: the mean of both
+				// directions' prices, as the capacity plan prices it.
+				l += (eg[c*n+d.Cluster] + eg[d.Cluster*n+c]) / 2
 			}
 			link += d.Fraction * l
 		}

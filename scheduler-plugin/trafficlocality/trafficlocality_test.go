@@ -274,8 +274,10 @@ func TestScore(t *testing.T) {
 					{CostPerGiB: 0.02},
 				}}
 			},
-			// b: 10 ms + 0.02*100 = 12; c: 10 + 0.12*100 = 22 (ms per byte).
-			want: expected([]float64{1e6 * 12, 1e6 * 22}, config.DefaultCostFloor),
+			// The edge's bytes flow both ways, so each direction's price
+			// counts half. b: 10 ms + 0.02*100 = 12; c: 10 + (0.12 gcp->aws
+			// + 0.02 aws->gcp)/2*100 = 17 (ms per byte).
+			want: expected([]float64{1e6 * 12, 1e6 * 17}, config.DefaultCostFloor),
 		},
 		{
 			name: "without a plan an unplaced peer is ignored", workload: frontend, clusters: all,

@@ -17,6 +17,8 @@ type service struct {
 	name   string
 	cpu    int
 	procMs float64
+	// memGiB is the memory it requests (0: not constrained).
+	memGiB float64
 }
 
 // call is one RPC in a request's call tree.
@@ -40,32 +42,32 @@ type request struct {
 }
 
 var services = []service{
-	{"nginx-thrift", 8, 0.5},
-	{"media-frontend", 4, 1},
-	{"compose-post-service", 4, 1},
-	{"home-timeline-service", 6, 0.5},
-	{"user-timeline-service", 4, 0.5},
-	{"post-storage-service", 6, 0.5},
-	{"social-graph-service", 3, 0.5},
-	{"user-service", 2, 0.5},
-	{"text-service", 2, 0.5},
-	{"media-service", 2, 0.3},
-	{"unique-id-service", 1, 0.1},
-	{"url-shorten-service", 2, 0.3},
-	{"user-mention-service", 2, 0.3},
-	{"post-storage-memcached", 4, 0.1},
-	{"post-storage-mongodb", 8, 2},
-	{"user-timeline-redis", 3, 0.1},
-	{"user-timeline-mongodb", 6, 2},
-	{"home-timeline-redis", 4, 0.1},
-	{"social-graph-redis", 2, 0.1},
-	{"social-graph-mongodb", 4, 2},
-	{"user-memcached", 2, 0.1},
-	{"user-mongodb", 4, 2},
-	{"media-memcached", 2, 0.1},
-	{"media-mongodb", 6, 2},
-	{"url-shorten-memcached", 1, 0.1},
-	{"url-shorten-mongodb", 3, 2},
+	{"nginx-thrift", 8, 0.5, 0},
+	{"media-frontend", 4, 1, 0},
+	{"compose-post-service", 4, 1, 0},
+	{"home-timeline-service", 6, 0.5, 0},
+	{"user-timeline-service", 4, 0.5, 0},
+	{"post-storage-service", 6, 0.5, 0},
+	{"social-graph-service", 3, 0.5, 0},
+	{"user-service", 2, 0.5, 0},
+	{"text-service", 2, 0.5, 0},
+	{"media-service", 2, 0.3, 0},
+	{"unique-id-service", 1, 0.1, 0},
+	{"url-shorten-service", 2, 0.3, 0},
+	{"user-mention-service", 2, 0.3, 0},
+	{"post-storage-memcached", 4, 0.1, 0},
+	{"post-storage-mongodb", 8, 2, 0},
+	{"user-timeline-redis", 3, 0.1, 0},
+	{"user-timeline-mongodb", 6, 2, 0},
+	{"home-timeline-redis", 4, 0.1, 0},
+	{"social-graph-redis", 2, 0.1, 0},
+	{"social-graph-mongodb", 4, 2, 0},
+	{"user-memcached", 2, 0.1, 0},
+	{"user-mongodb", 4, 2, 0},
+	{"media-memcached", 2, 0.1, 0},
+	{"media-mongodb", 6, 2, 0},
+	{"url-shorten-memcached", 1, 0.1, 0},
+	{"url-shorten-mongodb", 3, 2, 0},
 }
 
 const kB = 1000

@@ -24,6 +24,8 @@
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -54,11 +56,98 @@ type instance struct {
 	edges       map[[2]int]float64
 	clientBytes map[[2]int]float64
 	dfs         bool
+	// providers is each cluster's cloud ("aws" when nil).
+	providers []string
+	// memCapacity is each cluster's free memory in GiB (nil: unconstrained).
+	memCapacity []float64
+	// clientScale is what the generator scaled client bytes by.
+	clientScale float64
+	// cfg is the plugins' configuration for this instance (egress prices).
+	cfg *config.Config
+	// egressMs[a][b] is the egress price of a byte a -> b in ms (nil: none).
+	egressMs [][]float64
+	// arrival is the order bindings arrive in.
+	arrival arrivalOrder
+	// arrivalSeed draws the random order.
+	arrivalSeed uint64
+}
+
+// arrivalOrder is the order in which bindings reach the scheduler.
+type arrivalOrder int
+
+const (
+	callersFirst arrivalOrder = iota
+	calleesFirst
+	randomOrder
+)
+
+func (o arrivalOrder) String() string {
+	return [...]string{"callers first", "callees first", "random"}[o]
+}
+
+// benchConfig is the plugins' configuration for generated instances: the
+// latency budget is off (the reference optimises network cost only).
+func benchConfig() *config.Config {
+	cfg := config.Default()
+	cfg.LatencyBudget.Enabled = false
+	return cfg
+}
+
+func (in *instance) provider(c int) string {
+	if in.providers == nil {
+		return "aws"
+	}
+	return in.providers[c]
+}
+
+// setEgress derives egressMs from cfg's egress rules, as the plugins price
+// bytes.
+func (in *instance) setEgress() {
+	in.egressMs = nil
+	e := in.cfg.TrafficLocality.Egress
+	price := e.Milliseconds()
+	if price == nil {
+		return
+	}
+	k := len(in.regions)
+	in.egressMs = make([][]float64, k)
+	for a := range k {
+		in.egressMs[a] = make([]float64, k)
+		for b := range k {
+			if a != b {
+				in.egressMs[a][b] = price(in.clusterInfo(a), in.clusterInfo(b))
+			}
+		}
+	}
+}
+
+func (in *instance) clusterInfo(c int) model.ClusterInfo {
+	return model.ClusterInfo{Name: clusterName(in.regions[c]), Provider: in.provider(c), Region: in.regions[c]}
+}
+
+// linkMs is the cost of an edge byte between clusters a and b: RTT plus
+// the mean egress price of both directions (bytes flow both ways), as the
+// plan and the score price it.
+func (in *instance) linkMs(a, b int) float64 {
+	v := in.rtt[a][b]
+	if in.egressMs != nil {
+		v += (in.egressMs[a][b] + in.egressMs[b][a]) / 2
+	}
+	return v
+}
+
+// serveMs is the cost of a client byte served from c to clients in k.
+func (in *instance) serveMs(k, c int) float64 {
+	v := in.rtt[k][c]
+	if in.egressMs != nil {
+		v += in.egressMs[c][k]
+	}
+	return v
 }
 
 func newInstance(svcs []service, reqs []request, regions []string, capByRegion map[string]int) *instance {
 	in := &instance{services: svcs, requests: reqs, regions: regions, svcIndex: map[string]int{},
-		edges: map[[2]int]float64{}, clientBytes: map[[2]int]float64{}}
+		edges: map[[2]int]float64{}, clientBytes: map[[2]int]float64{}, cfg: socialNetworkConfig()}
 	for i, s := range svcs {
 		in.svcIndex[s.name] = i
 	}
@@ -126,9 +215,25 @@ func (in *instance) ingressBytes(place []int) float64 {
 // callees, level by level, ties by service index). in.dfs switches to a
 // depth-first topological order for the sensitivity line.
 func (in *instance) order() []int {
-	if in.dfs {
+	switch {
+	case in.dfs:
 		return in.dfsOrder()
+	case in.arrival == calleesFirst:
+		out := in.kahnOrder()
+		slices.Reverse(out)
+		return out
+	case in.arrival == randomOrder:
+		out := in.kahnOrder()
+		rng := rand.New(rand.NewPCG(in.arrivalSeed, 0xa771))
+		rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+		return out
 	}
+	return in.kahnOrder()
+}
+
+// kahnOrder is Kahn's topological sort: callers before callees, level by
+// level, ties by service index.
+func (in *instance) kahnOrder() []int {
 	indeg := make([]int, len(in.services))
 	for e := range in.edges {
 		indeg[e[1]]++
@@ -157,6 +262,19 @@ func (in *instance) order() []int {
 			}
 		}
 	}
+	// Services on a call cycle (A calls B in one request, B calls A in
+	// another) have no caller-first order: they come last, by index.
+	if len(out) < len(in.services) {
+		seen := make([]bool, len(in.services))
+		for _, s := range out {
+			seen[s] = true
+		}
+		for s := range in.services {
+			if !seen[s] {
+				out = append(out, s)
+			}
+		}
+	}
 	return out
 }
 
@@ -171,10 +289,10 @@ func (in *instance) evaluate(place []int) (crossBytes, meanLatency, cost float64
 		if a != c {
 			crossBytes += b
 		}
-		cost += b * in.rtt[a][c]
+		cost += b * in.linkMs(a, c)
 	}
 	for e, b := range in.clientBytes {
-		cost += b * in.rtt[e[0]][place[e[1]]]
+		cost += b * in.serveMs(e[0], place[e[1]])
 	}
 	var lat, weight float64
 	for _, rq := range in.requests {
@@ -210,53 +328,74 @@ func (in *instance) latency(c call, place []int) float64 {
 	return l + sum
 }
 
-// policy picks a cluster among feasible ones for service s.
-type policy func(in *instance, place []int, free []int, s int, feasible []int) int
+// policy picks a cluster among feasible ones for service s; free and
+// freeMem are each cluster's free cores and GiB (freeMem nil:
+// unconstrained). newPolicy makes one per placement run: the flowplace
+// policy keeps its last model, as the scheduler's source does.
+type policy func(in *instance, place []int, free []int, freeMem []float64, s int, feasible []int) int
 
-// place runs a policy over all services in dependency order.
-func (in *instance) place(p policy) ([]int, error) {
+type newPolicy func() policy
+
+// feasibleFor lists the clusters with room for s.
+func (in *instance) feasibleFor(free []int, freeMem []float64, s int) []int {
+	var feasible []int
+	for c := range in.regions {
+		if free[c] >= in.services[s].cpu && in.fitsMem(freeMem, c, s) {
+			feasible = append(feasible, c)
+		}
+	}
+	return feasible
+}
+
+// place runs a policy over all services in arrival order.
+func (in *instance) place(np newPolicy) ([]int, error) {
+	p := np()
 	place := make([]int, len(in.services))
 	for i := range place {
 		place[i] = -1
 	}
-	free := append([]int(nil), in.capacity...)
+	free := slices.Clone(in.capacity)
+	freeMem := slices.Clone(in.memCapacity)
 	for _, s := range in.order() {
-		var feasible []int
-		for c := range in.regions {
-			if free[c] >= in.services[s].cpu {
-				feasible = append(feasible, c)
-			}
-		}
+		feasible := in.feasibleFor(free, freeMem, s)
 		if len(feasible) == 0 {
-			return nil, fmt.Errorf("no cluster has %d cores free for %s", in.services[s].cpu, in.services[s].name)
+			return nil, fmt.Errorf("no cluster has %d cores and %.1f GiB free for %s", in.services[s].cpu, in.services[s].memGiB, in.services[s].name)
 		}
-		c := p(in, place, free, s, feasible)
+		c := p(in, place, free, freeMem, s, feasible)
 		place[s] = c
 		free[c] -= in.services[s].cpu
+		if freeMem != nil {
+			freeMem[c] -= in.services[s].memGiB
+		}
 	}
 	return place, nil
 }
 
 // rebalance re-places every workload once more in the same order, each
 // seeing where all the others run now: what one round of
-// WorkloadRebalancers triggered by the estimator (see DESIGN.md) would do.
-func (in *instance) rebalance(place []int, p policy) []int {
-	place = append([]int(nil), place...)
-	free := append([]int(nil), in.capacity...)
+// WorkloadRebalancers for every workload would do.
+func (in *instance) rebalance(place []int, np newPolicy) []int {
+	p := np()
+	place = slices.Clone(place)
+	free := slices.Clone(in.capacity)
+	freeMem := slices.Clone(in.memCapacity)
 	for s, c := range place {
 		free[c] -= in.services[s].cpu
+		if freeMem != nil {
+			freeMem[c] -= in.services[s].memGiB
+		}
 	}
 	for _, s := range in.order() {
 		free[place[s]] += in.services[s].cpu
-		var feasible []int
-		for c := range in.regions {
-			if free[c] >= in.services[s].cpu {
-				feasible = append(feasible, c)
-			}
+		if freeMem != nil {
+			freeMem[place[s]] += in.services[s].memGiB
 		}
-		c := p(in, place, free, s, feasible)
+		c := p(in, place, free, freeMem, s, in.feasibleFor(free, freeMem, s))
 		place[s] = c
 		free[c] -= in.services[s].cpu
+		if freeMem != nil {
+			freeMem[c] -= in.services[s].memGiB
+		}
 	}
 	return place
 }
@@ -288,92 +427,108 @@ func (in *instance) karmadaOrder(cands []int, score []int64, free []int, s int) 
 	return cands[best]
 }
 
-func defaultPolicy(in *instance, _ []int, free []int, s int, feasible []int) int {
-	return in.karmadaOrder(feasible, make([]int64, len(feasible)), free, s)
+func defaultPolicy() policy {
+	return func(in *instance, _ []int, free []int, _ []float64, s int, feasible []int) int {
+		return in.karmadaOrder(feasible, make([]int64, len(feasible)), free, s)
+	}
 }
 
 func clusterName(region string) string { return modeltest.ClusterName(region) }
 
 // flowplacePolicy runs the real plugins on the model the estimator would
-// publish for the current state.
-func flowplacePolicy(cfg *config.Config) policy {
-	return flowplacePolicyWith(cfg, cfg.Model.CapacityPlan)
-}
+// publish for the current state, with the instance's configuration.
+func flowplacePolicy() policy { return flowplacePolicyWith(true)() }
 
 // flowplacePolicyWith is flowplacePolicy with the capacity plan on or off.
-func flowplacePolicyWith(cfg *config.Config, capacityPlan bool) policy {
-	return func(in *instance, place []int, free []int, s int, feasible []int) int {
-		now := time.Now()
-		valid := now.Add(time.Minute)
-		key := func(i int) model.Key { return model.KeyFor(namespace, "Deployment", in.services[i].name) }
-		names := make([]string, len(in.regions))
-		var clusters []model.ClusterInfo
-		for i, r := range in.regions {
-			names[i] = clusterName(r)
-			clusters = append(clusters, model.ClusterInfo{Name: names[i], Provider: "aws", Region: r})
-		}
-		inputs := model.Inputs{Clusters: clusters, Latency: modeltest.LatencyRows(names, in.rtt, valid), AvailableMilliCPU: map[string]float64{}}
-		for c, f := range free {
-			inputs.AvailableMilliCPU[names[c]] = float64(f) * 1000
-		}
-		// Every workload has a ResourceBinding (with its CPU request) from
-		// the moment it is created; placed ones list their cluster.
-		for i, c := range place {
-			b := model.BindingInput{Workload: key(i), DemandMilliCPU: float64(in.services[i].cpu) * 1000}
-			if c >= 0 {
-				b.Clusters = []model.ClusterReplicas{{Name: names[c], Replicas: 1}}
+func flowplacePolicyWith(capacityPlan bool) newPolicy {
+	return func() policy {
+		var prev *model.Snapshot
+		return func(in *instance, place []int, free []int, freeMem []float64, s int, feasible []int) int {
+			cfg := in.cfg
+			now := time.Now()
+			valid := now.Add(time.Minute)
+			key := func(i int) model.Key { return model.KeyFor(namespace, "Deployment", in.services[i].name) }
+			names := make([]string, len(in.regions))
+			var clusters []model.ClusterInfo
+			for i := range in.regions {
+				names[i] = in.clusterInfo(i).Name
+				clusters = append(clusters, in.clusterInfo(i))
 			}
-			inputs.Bindings = append(inputs.Bindings, b)
-		}
-		// The estimator publishes a WorkloadTraffic for every workload: its
-		// calls to peers, and its clients by cluster (external clients, and
-		// callers where they are placed).
-		for i := range in.services {
-			t := model.TrafficInput{Workload: key(i), ValidUntil: valid, Samples: 1000}
-			for _, e := range sortedKeys(in.edges) {
-				b := in.edges[e]
-				switch {
-				case e[0] == i:
-					k := key(e[1])
-					t.Peers = append(t.Peers, model.PeerInput{Workload: &k, BytesPerSecond: b})
-				case e[1] == i && place[e[0]] >= 0:
-					t.Clients = append(t.Clients, model.ClientInput{Cluster: names[place[e[0]]], BytesPerSecond: b})
+			inputs := model.Inputs{Clusters: clusters, Latency: modeltest.LatencyRows(names, in.rtt, valid), AvailableMilliCPU: map[string]float64{}}
+			for c, f := range free {
+				inputs.AvailableMilliCPU[names[c]] = float64(f) * 1000
+			}
+			if freeMem != nil {
+				inputs.AvailableMemoryBytes = map[string]float64{}
+				for c, f := range freeMem {
+					inputs.AvailableMemoryBytes[names[c]] = f * gib
 				}
 			}
-			for _, e := range sortedKeys(in.clientBytes) {
-				b := in.clientBytes[e]
-				if e[1] == i {
-					t.Clients = append(t.Clients, model.ClientInput{Cluster: names[e[0]], BytesPerSecond: b})
+			// Every workload has a ResourceBinding (with its requests) from
+			// the moment it is created; placed ones list their cluster.
+			for i, c := range place {
+				b := model.BindingInput{Workload: key(i), DemandMilliCPU: float64(in.services[i].cpu) * 1000, DemandMemoryBytes: in.services[i].memGiB * gib}
+				if c >= 0 {
+					b.Clusters = []model.ClusterReplicas{{Name: names[c], Replicas: 1}}
 				}
+				inputs.Bindings = append(inputs.Bindings, b)
 			}
-			inputs.Traffic = append(inputs.Traffic, t)
-		}
-		var h model.Holder
-		h.Store(model.Build(inputs, model.BuildOptions{MinSamples: cfg.Model.MinSamples, Plan: capacityPlan, Now: func() time.Time { return now }}))
-		clock := func() time.Time { return now }
-		filter := latencybudget.New(&h, cfg.LatencyBudget, clock)
-		score := trafficlocality.New(&h, cfg.TrafficLocality, clock)
+			// The estimator publishes a WorkloadTraffic for every workload:
+			// its calls to peers, and its clients by cluster (external
+			// clients, and callers where they are placed).
+			edges := sortedKeys(in.edges)
+			clientKeys := sortedKeys(in.clientBytes)
+			for i := range in.services {
+				t := model.TrafficInput{Workload: key(i), ValidUntil: valid, Samples: 1000}
+				for _, e := range edges {
+					b := in.edges[e]
+					switch {
+					case e[0] == i:
+						k := key(e[1])
+						t.Peers = append(t.Peers, model.PeerInput{Workload: &k, BytesPerSecond: b})
+					case e[1] == i && place[e[0]] >= 0:
+						t.Clients = append(t.Clients, model.ClientInput{Cluster: names[place[e[0]]], BytesPerSecond: b})
+					}
+				}
+				for _, e := range clientKeys {
+					if e[1] == i {
+						t.Clients = append(t.Clients, model.ClientInput{Cluster: names[e[0]], BytesPerSecond: in.clientBytes[e]})
+					}
+				}
+				inputs.Traffic = append(inputs.Traffic, t)
+			}
+			var h model.Holder
+			h.Store(model.Build(inputs, model.BuildOptions{MinSamples: cfg.Model.MinSamples, Plan: capacityPlan,
+				PlanQuantile: cfg.Model.PlanQuantile, PlanEgressMs: cfg.Model.PlanEgress.Milliseconds(), Previous: prev,
+				Now: func() time.Time { return now }}))
+			prev = h.Snapshot()
+			clock := func() time.Time { return now }
+			filter := latencybudget.New(&h, cfg.LatencyBudget, clock)
+			score := trafficlocality.New(&h, cfg.TrafficLocality, clock)
 
-		var cands []int
-		for _, c := range feasible {
-			if filter.Filter(key(s), names[c]).Fit {
-				cands = append(cands, c)
+			var cands []int
+			for _, c := range feasible {
+				if filter.Filter(key(s), names[c]).Fit {
+					cands = append(cands, c)
+				}
 			}
+			if len(cands) == 0 {
+				// Karmada would leave the binding unscheduled; the benchmark
+				// needs a placement, so it counts this and ignores the budget.
+				budgetFallbacks++
+				cands = feasible
+			}
+			raw := make([]int64, len(cands))
+			for i, c := range cands {
+				raw[i] = score.Score(key(s), names[c]).Raw
+			}
+			score.Normalize(raw)
+			return in.karmadaOrder(cands, raw, free, s)
 		}
-		if len(cands) == 0 {
-			// Karmada would leave the binding unscheduled; the benchmark
-			// needs a placement, so it counts this and ignores the budget.
-			budgetFallbacks++
-			cands = feasible
-		}
-		raw := make([]int64, len(cands))
-		for i, c := range cands {
-			raw[i] = score.Score(key(s), names[c]).Raw
-		}
-		score.Normalize(raw)
-		return in.karmadaOrder(cands, raw, free, s)
 	}
 }
+
+const gib = 1 << 30
 
 var budgetFallbacks int
 
@@ -417,18 +572,38 @@ func indexOf(list []string, s string) int {
 	panic("no " + s)
 }
 
+var (
+	generatedCount = flag.Int("generated", 300, "generated instances to measure (each in three arrival orders)")
+	generatedOnly  = flag.Bool("generated-only", false, "measure only the generated instances (for development)")
+)
+
 func main() {
+	flag.Parse()
+	if *generatedOnly {
+		r, err := sweep(context.Background(), *generatedCount)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "placement-bench:", err)
+			os.Exit(1)
+		}
+		r.print()
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "placement-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+// socialNetworkConfig is the plugins' configuration on the social network:
+// a budget the application can meet, one trans-Atlantic or US
+// cross-country hop, not a trans-Pacific one.
+func socialNetworkConfig() *config.Config {
 	cfg := config.Default()
-	// A budget the application can meet: one trans-Atlantic or US
-	// cross-country hop, not a trans-Pacific one.
 	cfg.LatencyBudget.DefaultBudget = 100 * time.Millisecond
+	return cfg
+}
+
+func run() error {
 
 	full := newInstance(services, requests, modeltest.AWSRegions, capacity)
 	var demand, supply int
@@ -446,7 +621,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("default placement: %w", err)
 	}
-	fp, err := full.place(flowplacePolicy(cfg))
+	fp, err := full.place(flowplacePolicyWith(true))
 	if err != nil {
 		return fmt.Errorf("flowplace placement: %w", err)
 	}
@@ -462,7 +637,7 @@ func run() error {
 	// Ablation: the same single pass without the capacity plan (each
 	// binding sees only its own traffic to placed peers and clients).
 	budgetFallbacks = 0
-	noPlan, err := full.place(flowplacePolicyWith(cfg, false))
+	noPlan, err := full.place(flowplacePolicyWith(false))
 	if err != nil {
 		return fmt.Errorf("flowplace placement without the capacity plan: %w", err)
 	}
@@ -471,7 +646,7 @@ func run() error {
 		nBytes/1e6, nBytes/dBytes, nLat, nLat/dLat, nCost)
 
 	// Beyond the single pass: one rebalance round from flowplace's placement.
-	reb := full.rebalance(fp, flowplacePolicy(cfg))
+	reb := full.rebalance(fp, flowplacePolicyWith(true))
 	rBytes, rLat, rCost := full.evaluate(reb)
 	fmt.Printf("after one rebalance round (info): cross-cluster %.1f MB/s (ratio %.3f), mean latency %.1f ms (ratio %.3f), network cost %.3g B/s*ms\n",
 		rBytes/1e6, rBytes/dBytes, rLat, rLat/dLat, rCost)
@@ -483,7 +658,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("default placement (depth-first order): %w", err)
 	}
-	fpDFS, err := full.place(flowplacePolicy(cfg))
+	fpDFS, err := full.place(flowplacePolicyWith(true))
 	if err != nil {
 		return fmt.Errorf("flowplace placement (depth-first order): %w", err)
 	}
@@ -495,7 +670,7 @@ func run() error {
 
 	// Robustness: the same comparison on perturbed instances, so that the
 	// result is not a property of one set of numbers.
-	if err := perturbed(cfg, 20); err != nil {
+	if err := perturbed(20); err != nil {
 		return err
 	}
 
@@ -523,7 +698,7 @@ func run() error {
 	}
 	small := newInstance(reduced, requests, regions, redCap)
 	budgetFallbacks = 0
-	sfp, err := small.place(flowplacePolicy(cfg))
+	sfp, err := small.place(flowplacePolicyWith(true))
 	if err != nil {
 		return fmt.Errorf("reduced flowplace placement: %w", err)
 	}
@@ -548,7 +723,7 @@ func run() error {
 // (x0.7..1.3), cluster capacities (x0.75..1.25, still short of the demand in
 // any one cluster) and client shares by region (x0.5..1.5) are drawn at
 // random with fixed seeds, and prints the median and worst ratios.
-func perturbed(cfg *config.Config, n int) error {
+func perturbed(n int) error {
 	var bytesRatios, latRatios []float64
 	for seed := uint64(1); seed <= uint64(n); seed++ {
 		rng := rand.New(rand.NewPCG(seed, 0x5eed))
@@ -576,7 +751,7 @@ func perturbed(cfg *config.Config, n int) error {
 		if err != nil {
 			return fmt.Errorf("perturbed instance %d, default placement: %w", seed, err)
 		}
-		fp, err := in.place(flowplacePolicy(cfg))
+		fp, err := in.place(flowplacePolicyWith(true))
 		if err != nil {
 			return fmt.Errorf("perturbed instance %d, flowplace placement: %w", seed, err)
 		}
