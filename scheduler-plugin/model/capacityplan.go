@@ -1,7 +1,9 @@
 package model
 
 import (
+	"fmt"
 	"math"
+	"os"
 
 	"github.com/flowplace/flowplace/scheduler-plugin/plan"
 )
@@ -126,7 +128,13 @@ func (s *Snapshot) plan(in Inputs, opts BuildOptions, now int64) {
 		}
 	}
 	r := plan.Solve(p)
-	s.slack, s.price, s.planCost = r.Slack, r.Price, r.Cost
+	if os.Getenv("MODEL_DEBUG") != "" {
+		fmt.Printf("plan problem: free %v rtt %v egress %v nodes %d edges %d\n  result %v cost %.4g\n", p.Free, p.RTTMs, p.EgressMs, len(p.Nodes), len(p.Edges), r.Cluster, r.Cost)
+		for i, nd := range p.Nodes {
+			fmt.Printf("  node %d %v demand %v fixed %v ext %v\n", i, keys[i], nd.Demand, nd.Fixed, nd.External)
+		}
+	}
+	s.slack, s.price, s.displacement, s.planCost = r.Slack, r.Price, r.Displacement, r.Cost
 	dist := map[Key][]Share{}
 	for i, c := range r.Cluster {
 		if c < 0 || keys[i] == (Key{}) {

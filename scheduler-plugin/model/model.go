@@ -201,6 +201,9 @@ type Snapshot struct {
 	// left and cost (bytes/s x ms) per unit of taking it; nil when no plan
 	// was made.
 	slack, price []plan.Resources
+	// displacement is the plan's cost of freeing capacity, per cluster and
+	// resource (see plan.Result.Displacement).
+	displacement [][plan.NumResources]plan.Curve
 	// planCost is the plan's network cost (bytes/s x ms), for logs.
 	planCost float64
 	// BuiltAt is when the snapshot was built (for logs).
@@ -369,7 +372,11 @@ func (s *Snapshot) DisplacementCost(w *Workload, c int32) float64 {
 	var cost float64
 	for r, demand := range w.demand() {
 		if need := demand - max(s.slack[c][r], 0); need > 0 {
-			cost = max(cost, need*s.price[c][r])
+			if s.displacement != nil {
+				cost = max(cost, s.displacement[c][r].At(need))
+			} else {
+				cost = max(cost, need*s.price[c][r])
+			}
 		}
 	}
 	return cost

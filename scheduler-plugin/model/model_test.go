@@ -317,9 +317,10 @@ func TestBuildCapacityPlan(t *testing.T) {
 		t.Errorf("plan cost %v, want 1e7", got)
 	}
 	// db's regret for a: 1.5 MB/s x 10 ms - 1 MB/s x 10 ms = 5e6 for 1000
-	// milli-CPU; batch's 500 in b would displace half of it.
-	if got := s.DisplacementCost(s.Workload(batch), b); got != 2.5e6 {
-		t.Errorf("DisplacementCost(batch, b) = %v, want 2.5e6", got)
+	// milli-CPU; batch's 500 in b would push all of it out (workloads
+	// move whole).
+	if got := s.DisplacementCost(s.Workload(batch), b); got != 5e6 {
+		t.Errorf("DisplacementCost(batch, b) = %v, want 5e6", got)
 	}
 	if got := s.DisplacementCost(s.Workload(batch), a); got != 0 {
 		t.Errorf("DisplacementCost(batch, a) = %v, want 0 (room left)", got)

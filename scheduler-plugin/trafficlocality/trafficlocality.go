@@ -144,7 +144,7 @@ func (p *Plugin) Score(w model.Key, cluster string) Result {
 	if !ok {
 		return Result{Reason: ReasonUnknownCluster}
 	}
-	cost, reason := p.cost(s, wl, c, now)
+	cost, reason := p.total(s, wl, c, now)
 	if reason != ReasonCost {
 		return Result{Reason: reason}
 	}
@@ -203,7 +203,41 @@ func (p *Plugin) cost(s *model.Snapshot, wl *model.Workload, c int32, now int64)
 	if weight == 0 {
 		return 0, ReasonZeroTraffic
 	}
-	return cost + s.DisplacementCost(wl, c), ReasonCost
+	return cost, ReasonCost
+}
+
+// planMargin is how much dearer than the planned cluster any other cluster
+// scores for a workload the capacity plan placed: 2%, which Normalize turns
+// into at least one point of difference (98 against 100).
+const planMargin = 1.02
+
+// total is the score's cost of running wl in c: its own traffic cost plus
+// what taking c's capacity displaces; and, when the capacity plan placed
+// wl elsewhere, never less than the planned cluster's cost by planMargin.
+// The plan sees every unplaced workload at once (a binding's score alone
+// cannot: taking the cheapest cluster now can cost more later), so the
+// score follows it wherever Karmada's filters leave the planned cluster
+// feasible, and ranks the others by cost and displacement.
+func (p *Plugin) total(s *model.Snapshot, wl *model.Workload, c int32, now int64) (float64, Reason) {
+	cost, reason := p.cost(s, wl, c, now)
+	if reason != ReasonCost {
+		return 0, reason
+	}
+	cost += s.DisplacementCost(wl, c)
+	if pl := wl.Planned; pl >= 0 && pl != c && s.HasPlan() {
+		if at, r := p.cost(s, wl, pl, now); r == ReasonCost {
+			floor := p.floor()
+			cost = max(cost, (at+floor)*planMargin-floor)
+		}
+	}
+	return cost, ReasonCost
+}
+
+func (p *Plugin) floor() float64 {
+	if f := p.args.CostFloor; f > 0 {
+		return f
+	}
+	return config.DefaultCostFloor
 }
 
 func encode(cost float64) int64 {
@@ -227,10 +261,7 @@ func (p *Plugin) Normalize(raw []int64) {
 			minCost = math.Min(minCost, float64(-r-1))
 		}
 	}
-	floor := p.args.CostFloor
-	if floor <= 0 {
-		floor = config.DefaultCostFloor
-	}
+	floor := p.floor()
 	for i, r := range raw {
 		if r >= 0 {
 			raw[i] = NeutralScore

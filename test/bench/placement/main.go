@@ -522,8 +522,25 @@ func flowplacePolicyWith(capacityPlan bool) newPolicy {
 			for i, c := range cands {
 				raw[i] = score.Score(key(s), names[c]).Raw
 			}
+			costs := make([]float64, len(cands))
+			for i, c := range cands {
+				costs[i] = score.Score(key(s), names[c]).Cost
+			}
 			score.Normalize(raw)
-			return in.karmadaOrder(cands, raw, free, s)
+			chosen := in.karmadaOrder(cands, raw, free, s)
+			if debugSteps {
+				w := h.Snapshot().Workload(key(s))
+				planned := -1
+				if w.Planned >= 0 {
+					planned = slices.Index(names, h.Snapshot().ClusterName(w.Planned))
+				}
+				fmt.Printf("  %s: planned %d chosen %d cands %v raw %v costs %.4g\n", in.services[s].name, planned, chosen, cands, raw, costs)
+				for _, c := range cands {
+					ci, _ := h.Snapshot().ClusterIndex(names[c])
+					fmt.Printf("    cluster %d: slack cpu %.0f mem %.3g displacement %.4g\n", c, h.Snapshot().Slack(ci), h.Snapshot().SlackMemory(ci), h.Snapshot().DisplacementCost(w, ci))
+				}
+			}
+			return chosen
 		}
 	}
 }
@@ -531,6 +548,9 @@ func flowplacePolicyWith(capacityPlan bool) newPolicy {
 const gib = 1 << 30
 
 var budgetFallbacks int
+
+// debugSteps prints every decision (development).
+var debugSteps bool
 
 // optimal searches every assignment that fits the capacity for the minimum
 // network cost.
@@ -574,6 +594,7 @@ func indexOf(list []string, s string) int {
 
 var (
 	generatedCount = flag.Int("generated", 300, "generated instances to measure (each in three arrival orders)")
+	verbose        = flag.Bool("v", false, "print every instance the plan does poorly on")
 	generatedOnly  = flag.Bool("generated-only", false, "measure only the generated instances (for development)")
 )
 

@@ -94,6 +94,11 @@ func sweep(ctx context.Context, count int) (sweepResult, error) {
 		r.methods[ref.method]++
 		if pa := in.planAlone(); o.fits(pa) {
 			r.planGaps = append(r.planGaps, o.cost(pa)/ref.cost)
+			if *verbose && o.cost(pa)/ref.cost > 1.05 {
+				fmt.Printf("plan alone %.3f on %s\n", o.cost(pa)/ref.cost, spec)
+			}
+		} else if *verbose {
+			fmt.Printf("plan alone over capacity on %s\n", spec)
 		}
 		r.instances++
 		dBytes, dLat, _ := in.evaluate(def)
