@@ -1,9 +1,7 @@
 package model
 
 import (
-	"fmt"
 	"math"
-	"os"
 
 	"github.com/flowplace/flowplace/scheduler-plugin/plan"
 )
@@ -128,12 +126,6 @@ func (s *Snapshot) plan(in Inputs, opts BuildOptions, now int64) {
 		}
 	}
 	r := plan.Solve(p)
-	if os.Getenv("MODEL_DEBUG") != "" {
-		fmt.Printf("plan problem: free %v rtt %v egress %v nodes %d edges %d\n  result %v cost %.4g\n", p.Free, p.RTTMs, p.EgressMs, len(p.Nodes), len(p.Edges), r.Cluster, r.Cost)
-		for i, nd := range p.Nodes {
-			fmt.Printf("  node %d %v demand %v fixed %v ext %v\n", i, keys[i], nd.Demand, nd.Fixed, nd.External)
-		}
-	}
 	s.slack, s.price, s.displacement, s.planCost = r.Slack, r.Price, r.Displacement, r.Cost
 	dist := map[Key][]Share{}
 	for i, c := range r.Cluster {

@@ -53,8 +53,6 @@ package plan
 
 import (
 	"math"
-	"os"
-	"strconv"
 	"slices"
 	"sort"
 )
@@ -260,7 +258,7 @@ func Solve(p Problem) Result {
 	// (measured: bench-placement's plan-alone gap).
 	if len(s.planned_)*s.n <= tabuMaxCells && s.n > 1 {
 		rng := uint64(0x853c49e6748fea9b)
-		for i := 0; i < envInt("PLAN_RESTARTS", Restarts) && s.work < MaxWork; i++ {
+		for i := 0; i < Restarts && s.work < MaxWork; i++ {
 			w := slices.Clone(best)
 			for _, u := range s.planned_ {
 				rng = rng*6364136223846793005 + 1442695040888963407
@@ -939,7 +937,7 @@ const tabuMaxCells = 20_000
 
 // tabuPatience is how many iterations without a new best end the tabu
 // stage, per planned node (at least 200 and at most 5,000 iterations).
-const tabuPatience = 200
+const tabuPatience = 20
 
 // excess is how far cluster c is over its capacity, in units of an
 // average workload's demand of each resource.
@@ -999,7 +997,7 @@ func (s *solver) tabu() {
 		// fleet-sized local search: the local optimum stands.
 		return
 	}
-	patience := min(max(envInt("PLAN_PATIENCE", tabuPatience)*N, 200), 50000)
+	patience := min(max(tabuPatience*N, 200), 5000)
 	// tabuUntil[u*n+c]: u may not enter c before that iteration.
 	tabuUntil := make([]int, len(s.nodes)*s.n)
 	cost := s.totalCost()
@@ -1087,14 +1085,9 @@ func (s *solver) tabu() {
 			lambda *= 1.1
 		}
 	}
-	if debugTabu {
-		println("tabu N", N, "n", s.n, "work", s.work, "bestCost", bestCost, "lambda", lambda, "feasibleStart", feasible)
-	}
 	s.setAll(best)
 	s.localSearch()
 }
-
-var debugTabu = os.Getenv("PLAN_DEBUG") != ""
 
 // improves reports whether cost is lower than best by more than rounding
 // (best may be +Inf: nothing feasible seen yet).
@@ -1200,11 +1193,4 @@ func (s *solver) result() Result {
 	}
 	r.Cost = s.totalCost()
 	return r
-}
-
-func envInt(k string, d int) int {
-	if v, err := strconv.Atoi(os.Getenv(k)); err == nil {
-		return v
-	}
-	return d
 }

@@ -372,11 +372,19 @@ func drawCapacity(rng *rand.Rand, in *instance, cpuSlack, memSlack float64) ([]i
 		w[i] = math.Exp(0.6 * rng.NormFloat64())
 		sum += w[i]
 	}
+	var bigCPU int
+	var bigMem float64
+	for _, s := range in.services {
+		bigCPU, bigMem = max(bigCPU, s.cpu), max(bigMem, s.memGiB)
+	}
 	caps := make([]int, k)
 	mems := make([]float64, k)
 	for i := range w {
-		caps[i] = int(math.Ceil(cpuSlack * cpu * w[i] / sum))
-		mems[i] = math.Ceil(memSlack*mem*w[i]/sum*10) / 10
+		// A cluster holds at least the largest service: real clusters are
+		// not smaller than one of an application's services (with many
+		// clusters this raises the fleet's slack above the draw).
+		caps[i] = max(int(math.Ceil(cpuSlack*cpu*w[i]/sum)), bigCPU)
+		mems[i] = max(math.Ceil(memSlack*mem*w[i]/sum*10)/10, bigMem)
 	}
 	return caps, mems
 }

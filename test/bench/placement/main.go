@@ -522,24 +522,8 @@ func flowplacePolicyWith(capacityPlan bool) newPolicy {
 			for i, c := range cands {
 				raw[i] = score.Score(key(s), names[c]).Raw
 			}
-			costs := make([]float64, len(cands))
-			for i, c := range cands {
-				costs[i] = score.Score(key(s), names[c]).Cost
-			}
 			score.Normalize(raw)
 			chosen := in.karmadaOrder(cands, raw, free, s)
-			if debugSteps {
-				w := h.Snapshot().Workload(key(s))
-				planned := -1
-				if w.Planned >= 0 {
-					planned = slices.Index(names, h.Snapshot().ClusterName(w.Planned))
-				}
-				fmt.Printf("  %s: planned %d chosen %d cands %v raw %v costs %.4g\n", in.services[s].name, planned, chosen, cands, raw, costs)
-				for _, c := range cands {
-					ci, _ := h.Snapshot().ClusterIndex(names[c])
-					fmt.Printf("    cluster %d: slack cpu %.0f mem %.3g displacement %.4g\n", c, h.Snapshot().Slack(ci), h.Snapshot().SlackMemory(ci), h.Snapshot().DisplacementCost(w, ci))
-				}
-			}
 			return chosen
 		}
 	}
@@ -548,9 +532,6 @@ func flowplacePolicyWith(capacityPlan bool) newPolicy {
 const gib = 1 << 30
 
 var budgetFallbacks int
-
-// debugSteps prints every decision (development).
-var debugSteps bool
 
 // optimal searches every assignment that fits the capacity for the minimum
 // network cost.
