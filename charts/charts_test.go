@@ -163,6 +163,9 @@ func TestValuesRefused(t *testing.T) {
 		{"bad endpoint", func(v map[string]any) { v["agent"].(map[string]any)["otlp"] = map[string]any{"endpoint": "nohostport"} }, "/agent/otlp/endpoint"},
 		{"bad member name", func(v map[string]any) { v["agent"].(map[string]any)["clusterNames"] = []any{"Member_1"} }, "/agent/clusterNames/0"},
 		{"missing certificate", func(v map[string]any) { v["estimator"].(map[string]any)["otlp"] = map[string]any{} }, "estimator.otlp.crt is required"},
+		{"bad rebalance quantile", func(v map[string]any) {
+			v["estimator"].(map[string]any)["rebalance"] = map[string]any{"enabled": true, "rttQuantile": "p95"}
+		}, "/estimator/rebalance/rttQuantile"},
 		{"no members", func(v map[string]any) { v["agent"].(map[string]any)["clusterNames"] = []any{} }, "agent.clusterNames or agent.clusterSelector is required"},
 	}
 	for _, c := range cases {
@@ -314,6 +317,53 @@ func TestCommonLabelsReachPods(t *testing.T) {
 		l, _, _ := unstructured.NestedStringMap(o.Object, "spec", "template", "metadata", "labels")
 		if o.GetLabels()["team"] != "net" || l["team"] != "net" {
 			t.Errorf("%s %s: object labels %v, pod labels %v; want team=net on both", c.kind, c.name, o.GetLabels(), l)
+		}
+	}
+}
+
+func TestEstimatorRebalance(t *testing.T) {
+	rules := func(r *Rendered) []string {
+		cr := r.Find("ClusterRole", "flowplace:estimator")
+		rs, _, _ := unstructured.NestedSlice(cr.Object, "rules")
+		var out []string
+		for _, rr := range rs {
+			res, _, _ := unstructured.NestedStringSlice(rr.(map[string]any), "resources")
+			verbs, _, _ := unstructured.NestedStringSlice(rr.(map[string]any), "verbs")
+			for _, x := range res {
+				out = append(out, x+":"+strings.Join(verbs, ","))
+			}
+		}
+		return out
+	}
+	args := func(v map[string]any) []string {
+		var est appsv1.Deployment
+		convert(t, render(t, ModeHost, v).Find("Deployment", "flowplace-estimator"), &est)
+		return est.Spec.Template.Spec.Containers[0].Args
+	}
+
+	// Off by default: no flag, no right to move workloads.
+	for _, a := range args(testValues()) {
+		if strings.HasPrefix(a, "--rebalance") {
+			t.Errorf("rebalance off, yet %s", a)
+		}
+	}
+	if rs := rules(render(t, ModeKarmada, testValues())); slices.Contains(rs, "workloadrebalancers:create,get,list") {
+		t.Errorf("rebalance off, yet the estimator may create WorkloadRebalancers: %v", rs)
+	}
+
+	v := testValues()
+	v["estimator"].(map[string]any)["rebalance"] = map[string]any{"enabled": true, "dryRun": false, "maxMoves": 2}
+	got := args(v)
+	for _, a := range []string{"--rebalance", "--rebalance-dry-run=false", "--rebalance-max-moves=2", "--rebalance-interval=5m",
+		"--rebalance-cooldown=1h", "--rebalance-rtt-quantile=p50", "--rebalance-scheduler-name=flowplace-scheduler", "--rebalance-min-samples=10"} {
+		if !slices.Contains(got, a) {
+			t.Errorf("args %v lack %s", got, a)
+		}
+	}
+	rs := rules(render(t, ModeKarmada, v))
+	for _, want := range []string{"workloadrebalancers:create,get,list", "events:create"} {
+		if !slices.Contains(rs, want) {
+			t.Errorf("estimator ClusterRole %v lacks %s", rs, want)
 		}
 	}
 }

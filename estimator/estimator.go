@@ -40,6 +40,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/flowplace/flowplace/estimator/aggregate"
+	"github.com/flowplace/flowplace/estimator/rebalance"
 )
 
 // Config configures an Estimator.
@@ -80,6 +81,10 @@ type Config struct {
 	// MatrixConfigMap, when set, is where the latency matrix is also kept
 	// for the agents' routing (the chart propagates it to the members).
 	MatrixConfigMap types.NamespacedName
+
+	// Rebalance, when set, runs the rebalance advisor on the leader
+	// (package rebalance; opt-in). Its Meter defaults to Meter.
+	Rebalance *rebalance.Config
 }
 
 // Validate checks the configuration and fills defaults.
@@ -138,6 +143,7 @@ type Estimator struct {
 	res     *resolver
 	pub     *publisher
 	matrix  *matrixPublisher
+	advisor *rebalance.Advisor
 	metrics *selfMetrics
 	kube    kubernetes.Interface
 
@@ -184,8 +190,20 @@ func New(cfg Config) (*Estimator, error) {
 	if cfg.MatrixConfigMap.Name != "" {
 		e.matrix = &matrixPublisher{kube: kc, at: cfg.MatrixConfigMap, manager: cfg.FieldManager}
 	}
+	if cfg.Rebalance != nil {
+		rc := *cfg.Rebalance
+		if rc.Meter == nil {
+			rc.Meter = cfg.Meter
+		}
+		if e.advisor, err = rebalance.New(dc, kc, rc); err != nil {
+			return nil, fmt.Errorf("estimator: %w", err)
+		}
+	}
 	return e, nil
 }
+
+// Advisor is the rebalance advisor, nil unless configured.
+func (e *Estimator) Advisor() *rebalance.Advisor { return e.advisor }
 
 // Aggregator is the estimator's aggregator (tests, benchmarks).
 func (e *Estimator) Aggregator() *aggregate.Aggregator { return e.agg }
@@ -324,6 +342,15 @@ func (e *Estimator) lead(lctx context.Context) error {
 		e.addr = nil
 		e.mu.Unlock()
 	}()
+
+	if e.advisor != nil {
+		// Like the publisher, only the leader advises; it stops with the
+		// lease.
+		actx, stop := context.WithCancel(lctx)
+		advised := make(chan struct{})
+		go func() { defer close(advised); e.advisor.Run(actx) }()
+		defer func() { stop(); <-advised }()
+	}
 
 	tick := time.NewTicker(e.cfg.PublishInterval)
 	defer tick.Stop()

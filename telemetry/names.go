@@ -54,6 +54,22 @@ const (
 	// MetricRoutingServices: services routed now.
 	MetricRoutingServices = "flowplace.routing.services"
 
+	// MetricRebalanceAdvice: the estimator's rebalance advisor's verdicts
+	// on planned moves, one per workload, by AttrRebalanceOutcome
+	// (dry_run, requested, below_noise, cooldown, cap, group_over_cap,
+	// capacity, not_member, error). Bounded by the outcomes.
+	MetricRebalanceAdvice = "flowplace.estimator.rebalance.advice"
+	// MetricRebalanceSkipped: running workloads the advisor could not
+	// consider for a move, per round, by AttrRebalanceReason (no_resource,
+	// unknown_cluster, no_traffic, divided, other_scheduler, unbound).
+	MetricRebalanceSkipped = "flowplace.estimator.rebalance.skipped"
+	// MetricRebalancePending: workloads whose advice is accumulating
+	// saving (ski rental) after the last round.
+	MetricRebalancePending = "flowplace.estimator.rebalance.pending"
+	// MetricRebalanceSaving: expected saving rate of the moves advised
+	// (dry run) or requested, bytes/s x ms.
+	MetricRebalanceSaving = "flowplace.estimator.rebalance.saving"
+
 	UnitSeconds     = "s"
 	UnitBytes       = "By"
 	UnitConnections = "{connection}"
@@ -62,6 +78,8 @@ const (
 	UnitFlows       = "{flow}"
 	UnitEjections   = "{ejection}"
 	UnitServices    = "{service}"
+	UnitWorkloads   = "{workload}"
+	UnitByteMs      = "{By/s.ms}"
 )
 
 // Resource attributes: who reports. Karmada's Cluster.spec.id is the member's
@@ -91,6 +109,10 @@ var (
 	AttrDirection        = semconv.NetworkIODirectionKey // transmit | receive
 	// AttrRoutingTier is the tier a routed connect was served from.
 	AttrRoutingTier = attribute.Key("flowplace.routing.tier")
+	// AttrRebalanceOutcome and AttrRebalanceReason qualify the rebalance
+	// advisor's metrics.
+	AttrRebalanceOutcome = attribute.Key("flowplace.rebalance.outcome")
+	AttrRebalanceReason  = attribute.Key("flowplace.rebalance.reason")
 	// AttrOverflow marks the series that absorbs updates beyond the
 	// series limit (the OTel SDK's own convention).
 	AttrOverflow = attribute.Key("otel.metric.overflow")

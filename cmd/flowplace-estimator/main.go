@@ -27,6 +27,7 @@ import (
 
 	"github.com/flowplace/flowplace/estimator"
 	"github.com/flowplace/flowplace/estimator/aggregate"
+	"github.com/flowplace/flowplace/estimator/rebalance"
 	"github.com/flowplace/flowplace/telemetry"
 )
 
@@ -54,6 +55,22 @@ type options struct {
 	qps             float32
 	burst           int
 	matrixConfigMap string
+	rebalance       rebalanceOptions
+}
+
+// rebalanceOptions are the rebalance advisor's flags (estimator/rebalance).
+type rebalanceOptions struct {
+	enabled       bool
+	dryRun        bool
+	interval      time.Duration
+	moveCost      time.Duration
+	minRounds     int
+	cooldown      time.Duration
+	maxMoves      int
+	noiseFloor    float64
+	quantile      string
+	minSamples    int64
+	schedulerName string
 }
 
 func main() {
@@ -109,6 +126,18 @@ served on --health-address.`,
 	f.DurationVar(&o.seriesTTL, "series-ttl", 10*time.Minute, "forget input series not reported for this long; older points are refused")
 	f.DurationVar(&o.maxClockSkew, "max-clock-skew", aggregate.DefaultMaxClockSkew, "refuse points stamped further than this ahead of the estimator's clock")
 	f.StringVar(&o.matrixConfigMap, "matrix-configmap", "", "namespace/name of a ConfigMap in which the latency matrix is also kept, for the agents' routing (the chart propagates it to the members with the agent); empty: none")
+	r := &o.rebalance
+	f.BoolVar(&r.enabled, "rebalance", false, "run the rebalance advisor on the leader: re-plan running workloads and, when a move has paid off, ask Karmada to re-place them (WorkloadRebalancer)")
+	f.BoolVar(&r.dryRun, "rebalance-dry-run", true, "only record the advice (an Event RebalanceAdvised on the ResourceBinding and a metric); false creates WorkloadRebalancers")
+	f.DurationVar(&r.interval, "rebalance-interval", 5*time.Minute, "time between rebalance rounds")
+	f.DurationVar(&r.moveCost, "rebalance-move-cost", 10*time.Minute, "cost of moving a workload, as this long of its own current network cost: a move is advised once its accumulated saving reaches it (ski rental)")
+	f.IntVar(&r.minRounds, "rebalance-min-rounds", 3, "rounds the same advice must hold before it is acted on")
+	f.DurationVar(&r.cooldown, "rebalance-cooldown", time.Hour, "no second move of a workload within this (also the WorkloadRebalancers' ttlSecondsAfterFinished)")
+	f.IntVar(&r.maxMoves, "rebalance-max-moves", 5, "workloads asked to move per round at most, highest saving first")
+	f.Float64Var(&r.noiseFloor, "rebalance-noise-floor", 1024, "absolute floor of the noise band, bytes/s x ms, under the band derived from --relative-change and the RTT histogram's resolution")
+	f.StringVar(&r.quantile, "rebalance-rtt-quantile", "p50", "RTT quantile the plan prices links with (min, p50, p90, p99): the scheduler's TrafficLocality quantile")
+	f.Int64Var(&r.minSamples, "rebalance-min-samples", 10, "RTT pairs with fewer samples count as unmeasured (the scheduler's model.minSamples)")
+	f.StringVar(&r.schedulerName, "rebalance-scheduler-name", "flowplace-scheduler", "only workloads placed by this scheduler are moved (a WorkloadRebalancer re-places with the binding's own scheduler); empty: any")
 	f.StringVar(&o.leaseNamespace, "lease-namespace", "karmada-system", "namespace of the leader election Lease")
 	f.StringVar(&o.leaseName, "lease-name", "flowplace-estimator", "name of the leader election Lease")
 	f.StringVar(&o.identity, "identity", os.Getenv("POD_NAME"), "this replica's identity in the Lease (default $POD_NAME or host_pid)")
@@ -185,10 +214,54 @@ func (o *options) validate() error {
 	if errs := validation.IsDNS1123Subdomain(o.leaseName); len(errs) > 0 {
 		return fmt.Errorf("--lease-name %q: %s", o.leaseName, strings.Join(errs, "; "))
 	}
+	if o.rebalance.enabled {
+		r := o.rebalance
+		switch {
+		case r.interval < time.Second || r.interval > 24*time.Hour:
+			return fmt.Errorf("--rebalance-interval %s: must be between 1s and 24h", r.interval)
+		case r.moveCost < 0 || r.moveCost > 30*24*time.Hour:
+			return fmt.Errorf("--rebalance-move-cost %s: must be between 0 and 720h", r.moveCost)
+		case r.minRounds < 1:
+			return fmt.Errorf("--rebalance-min-rounds %d: must be at least 1", r.minRounds)
+		case r.cooldown < r.interval || r.cooldown > 30*24*time.Hour:
+			return fmt.Errorf("--rebalance-cooldown %s: must be between --rebalance-interval (%s) and 720h", r.cooldown, r.interval)
+		case r.maxMoves < 1:
+			return fmt.Errorf("--rebalance-max-moves %d: must be at least 1", r.maxMoves)
+		case !(r.noiseFloor >= 0) || math.IsInf(r.noiseFloor, 0):
+			return fmt.Errorf("--rebalance-noise-floor %g: must be a non-negative number", r.noiseFloor)
+		case r.minSamples < 1:
+			return fmt.Errorf("--rebalance-min-samples %d: must be at least 1", r.minSamples)
+		}
+		if _, err := o.rebalanceConfig(); err != nil {
+			return fmt.Errorf("--rebalance-rtt-quantile %q: %w", r.quantile, err)
+		}
+	}
 	if err := o.tls.Validate(); err != nil {
 		return fmt.Errorf("--otlp-cert-file/--otlp-key-file/--otlp-client-ca-file/--otlp-allow-unbound-clients: %w", err)
 	}
 	return nil
+}
+
+// rebalanceConfig is the advisor's configuration (nil when disabled).
+func (o *options) rebalanceConfig() (*rebalance.Config, error) {
+	if !o.rebalance.enabled {
+		return nil, nil
+	}
+	r := o.rebalance
+	c := &rebalance.Config{Interval: r.interval, DryRun: r.dryRun, MoveCost: r.moveCost, MinRounds: r.minRounds,
+		Cooldown: r.cooldown, MaxMoves: r.maxMoves, NoiseFloor: r.noiseFloor, Quantile: r.quantile,
+		MinSamples: r.minSamples, SchedulerName: r.schedulerName,
+		// The published values' own resolution: a smaller change is never
+		// written.
+		NoiseRelative: o.relativeChange}
+	if r.moveCost == 0 {
+		// 0 in Config means the default; a zero move cost is 1 ns.
+		c.MoveCost = time.Nanosecond
+	}
+	if r.noiseFloor == 0 {
+		c.NoiseFloor = math.SmallestNonzeroFloat64
+	}
+	return c, c.Validate()
 }
 
 func restConfig(o *options) (*rest.Config, error) {
@@ -228,8 +301,13 @@ func run(ctx context.Context, o *options) error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	defer func() { _ = prov.Shutdown(context.Background()) }()
+	rb, err := o.rebalanceConfig()
+	if err != nil {
+		return err
+	}
 	e, err := estimator.New(estimator.Config{
-		REST: rc,
+		Rebalance: rb,
+		REST:      rc,
 		Aggregator: aggregate.AggregatorConfig{
 			Window: o.window, MaxSeries: o.maxSeries, MaxFlows: o.maxFlows, SeriesTTL: o.seriesTTL, MaxClockSkew: o.maxClockSkew,
 		},

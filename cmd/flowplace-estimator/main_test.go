@@ -62,6 +62,14 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--lease-duration", "1s", "--renew-deadline", "2s"}, "--lease-duration"},
 		{[]string{"--kubeconfig", "/nonexistent/kubeconfig"}, "/nonexistent/kubeconfig"},
 		{[]string{"extra-arg"}, "extra-arg"},
+		{[]string{"--rebalance", "--rebalance-interval", "0s"}, "--rebalance-interval"},
+		{[]string{"--rebalance", "--rebalance-move-cost", "-1m"}, "--rebalance-move-cost"},
+		{[]string{"--rebalance", "--rebalance-min-rounds", "0"}, "--rebalance-min-rounds"},
+		{[]string{"--rebalance", "--rebalance-cooldown", "1m"}, "--rebalance-cooldown"}, // below the 5m interval
+		{[]string{"--rebalance", "--rebalance-max-moves", "0"}, "--rebalance-max-moves"},
+		{[]string{"--rebalance", "--rebalance-noise-floor", "NaN"}, "--rebalance-noise-floor"},
+		{[]string{"--rebalance", "--rebalance-rtt-quantile", "p95"}, "--rebalance-rtt-quantile"},
+		{[]string{"--rebalance", "--rebalance-min-samples", "0"}, "--rebalance-min-samples"},
 	} {
 		cmd := newCommand()
 		cmd.SetArgs(tc.args)
