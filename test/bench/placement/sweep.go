@@ -87,11 +87,15 @@ func sweep(ctx context.Context, count int) (sweepResult, error) {
 				best = fp
 			}
 		}
+		placed := time.Now()
 		ref, err := in.solveReference(ctx, dir, best)
 		if err != nil {
 			return r, fmt.Errorf("%s: reference: %w", spec, err)
 		}
 		r.methods[ref.method]++
+		if *verbose {
+			fmt.Printf("%s: reference %s in %s\n", spec, ref.method, time.Since(placed).Round(time.Millisecond))
+		}
 		if pa := in.planAlone(); o.fits(pa) {
 			r.planGaps = append(r.planGaps, o.cost(pa)/ref.cost)
 			if *verbose && o.cost(pa)/ref.cost > 1.05 {
