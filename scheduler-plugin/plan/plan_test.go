@@ -2,6 +2,7 @@ package plan
 
 import (
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -138,6 +139,41 @@ func TestImprovePairMove(t *testing.T) {
 	}
 	if r := s.result(); r.Cost != 0 || r.Price[2][CPU] <= 0 || r.Slack[2][CPU] != 0 {
 		t.Errorf("result %+v", r)
+	}
+}
+
+// TestImproveExchange lays out two tight groups on each other's clusters:
+// every cluster is full, so no single move, pair move or swap of two
+// workloads helps; exchanging the clusters' contents does.
+func TestImproveExchange(t *testing.T) {
+	p := Problem{Clusters: 3, RTTMs: rtt3, Free: cpus(3, 3, 0),
+		Nodes: []Node{
+			{Demand: cpu(1), External: []Load{{0, 1000}}}, {Demand: cpu(1)}, {Demand: cpu(1)},
+			{Demand: cpu(1), External: []Load{{1, 1000}}}, {Demand: cpu(1)}, {Demand: cpu(1)},
+		},
+		Edges: []Edge{{0, 1, 1e6}, {1, 2, 1e6}, {0, 2, 1e6}, {3, 4, 1e6}, {4, 5, 1e6}, {3, 5, 1e6}}}
+	s := newSolver(p)
+	s.setAll([]int{1, 1, 1, 0, 0, 0})
+	before := s.totalCost()
+	s.localSearch()
+	if got := s.where; !slices.Equal(got, []int{0, 0, 0, 1, 1, 1}) {
+		t.Fatalf("after local search: %v, want the groups exchanged", got)
+	}
+	if s.totalCost() != 0 || before != 2*1000*10 {
+		t.Errorf("cost %v -> %v, want 20000 -> 0", before, s.totalCost())
+	}
+}
+
+// TestDeterministic: the same problem gives the same plan, restarts and
+// all (the scheduler and the advisor must agree run after run).
+func TestDeterministic(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	p := randomProblem(rng, 60, 8)
+	first := Solve(p)
+	for range 3 {
+		if again := Solve(p); !slices.Equal(again.Cluster, first.Cluster) || again.Cost != first.Cost {
+			t.Fatalf("plan changed between solves: %v (%v) then %v (%v)", first.Cluster, first.Cost, again.Cluster, again.Cost)
+		}
 	}
 }
 

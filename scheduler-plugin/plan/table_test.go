@@ -3,6 +3,7 @@ package plan
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -38,11 +39,12 @@ func TestCostTable(t *testing.T) {
 	s := newSolver(p)
 	s.initial()
 	near := func(a, b float64) bool { return math.Abs(a-b) <= 1e-6*(1+math.Abs(a)+math.Abs(b)) }
+	exchanges := 0
 	for step := range 500 {
 		u := s.planned_[rng.IntN(len(s.planned_))]
 		v := s.planned_[rng.IntN(len(s.planned_))]
 		before := s.totalCost()
-		switch step % 3 {
+		switch step % 4 {
 		case 0:
 			c := rng.IntN(s.n)
 			want := s.d[u][s.where[u]] - s.d[u][c]
@@ -73,6 +75,23 @@ func TestCostTable(t *testing.T) {
 			if got := before - s.totalCost(); !near(got, want) {
 				t.Fatalf("step %d: pair gain %v, table says %v", step, got, want)
 			}
+		case 3:
+			a, b := s.where[u], s.where[v]
+			want, ok := s.exchangeGain(a, b)
+			if a == b || !ok {
+				continue
+			}
+			A, B := slices.Clone(s.members[a]), slices.Clone(s.members[b])
+			for _, x := range A {
+				s.move(x, b)
+			}
+			for _, x := range B {
+				s.move(x, a)
+			}
+			if got := before - s.totalCost(); !near(got, want) {
+				t.Fatalf("step %d: exchange gain %v, computed %v", step, got, want)
+			}
+			exchanges++
 		}
 		for _, x := range s.planned_ {
 			for c := range s.n {
@@ -81,5 +100,8 @@ func TestCostTable(t *testing.T) {
 				}
 			}
 		}
+	}
+	if exchanges == 0 {
+		t.Fatal("no exchange fitted: the exchange gain was never checked")
 	}
 }

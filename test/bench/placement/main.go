@@ -577,10 +577,15 @@ var (
 	generatedCount = flag.Int("generated", 300, "generated instances to measure (each in three arrival orders)")
 	verbose        = flag.Bool("v", false, "print every instance the plan does poorly on")
 	generatedOnly  = flag.Bool("generated-only", false, "measure only the generated instances (for development)")
+	scaleOnly      = flag.Bool("scale-only", false, "measure only the plan at 10,000 workloads on 100 clusters (for development)")
 )
 
 func main() {
 	flag.Parse()
+	if *scaleOnly {
+		measureScale(10_000, 100).print()
+		return
+	}
 	if *generatedOnly {
 		r, err := sweep(context.Background(), *generatedCount)
 		if err != nil {
@@ -717,7 +722,16 @@ func run() error {
 	printPlacement("optimal (reduced)", small, opt)
 	printPlacement("flowplace (reduced)", small, sfp)
 
-	fmt.Printf("placement-bench: cross_cluster_bytes_ratio=%.3f mean_latency_ratio=%.3f optimal_gap=%.3f\n", fBytes/dBytes, fLat/dLat, sfCost/optCost)
+	gen, err := sweep(context.Background(), *generatedCount)
+	if err != nil {
+		return fmt.Errorf("generated instances: %w", err)
+	}
+	gen.print()
+	scale := measureScale(10_000, 100)
+	scale.print()
+
+	fmt.Printf("placement-bench: cross_cluster_bytes_ratio=%.3f mean_latency_ratio=%.3f optimal_gap=%.3f generated_gap_median=%.3f generated_gap_p95=%.3f generated_gap_worst=%.3f generated_bytes_ratio_median=%.3f plan_ms_10000x100=%d\n",
+		fBytes/dBytes, fLat/dLat, sfCost/optCost, quantile(gen.gaps, 0.5), quantile(gen.gaps, 0.95), quantile(gen.gaps, 1), quantile(gen.bytesRatios, 0.5), scale.planTime.Milliseconds())
 	return nil
 }
 

@@ -110,7 +110,7 @@ type reference struct {
 }
 
 // exhaustiveLimit bounds the assignments the exhaustive search may visit.
-const exhaustiveLimit = 3_000_000
+const exhaustiveLimit = 20_000_000
 
 // exhaustive is a depth-first branch and bound over every assignment that
 // fits (services heaviest first; a partial assignment is cut when its
@@ -205,7 +205,7 @@ func (o objective) exhaustive(upper float64, start []int) (best []int, bestCost 
 
 // cbcTimeLimit bounds one CBC solve; an instance it cannot prove optimal
 // in that time is measured against CBC's lower bound.
-const cbcTimeLimit = 60 * time.Second
+const cbcTimeLimit = 30 * time.Second
 
 // mip solves the instance's MIP with CBC: binary x[u][c] (u in c), and per
 // edge the linearisation y[e][a][b] >= 0 with sum_b y = x[u][a] and sum_a y

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/flowplace/flowplace/scheduler-plugin/plan"
 	"os"
+	"os/exec"
 	"slices"
 	"time"
 )
@@ -33,6 +34,9 @@ type sweepResult struct {
 // flowplace's in the three arrival orders, and measures each against its
 // reference.
 func sweep(ctx context.Context, count int) (sweepResult, error) {
+	if _, err := exec.LookPath("cbc"); err != nil {
+		return sweepResult{}, fmt.Errorf("the reference of instances too large to search exhaustively is CBC's: install it (Debian: apt-get install coinor-cbc): %w", err)
+	}
 	rm := fitRTTModel()
 	fmt.Printf("generated instances: RTT = %.2f x great-circle fibre RTT (AWS pairs %.2f-%.2f); Azure check, model vs published within-continent ranges: %s (published: North America 5-72, Europe 3-28, Asia 4-134 ms)\n",
 		rm.inflation, rm.minRatio, rm.maxRatio, rm.azureCheck())
@@ -155,7 +159,10 @@ func (r sweepResult) print() {
 
 // planAlone is plan.Solve on the whole instance with nothing placed: the
 // plan's own quality, before the scheduler places bindings one at a time.
-func (in *instance) planAlone() []int {
+func (in *instance) planAlone() []int { return plan.Solve(in.planProblem()).Cluster }
+
+// planProblem is the whole instance as a plan.Problem, nothing placed.
+func (in *instance) planProblem() plan.Problem {
 	k := len(in.regions)
 	p := plan.Problem{Clusters: k, RTTMs: make([]float64, k*k), Free: make([]plan.Resources, k)}
 	if in.egressMs != nil {
@@ -182,5 +189,5 @@ func (in *instance) planAlone() []int {
 	for _, e := range sortedKeys(in.edges) {
 		p.Edges = append(p.Edges, plan.Edge{A: e[0], B: e[1], BytesPerSecond: in.edges[e]})
 	}
-	return plan.Solve(p).Cluster
+	return p
 }
