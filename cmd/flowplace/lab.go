@@ -46,10 +46,11 @@ the scheduler plugins' Filter + Score.
 
 It first measures the shop placed the way Karmada places it without flowplace
 (cluster spread constraint maxGroups: 1, equal scores, finite capacity), then
-re-places it where flowplace's plugins put it, measures again, and reports
-both. Then (routing phase, --routing-duration) it runs every service in
-every cluster and measures the shop with connects balanced over all
-clusters' endpoints, as kube-proxy balances a multi-cluster service, then
+re-places it where the rebalance advisor's plan puts it (the whole measured
+traffic graph at once), measures again, and reports both, with the plan's
+gap to the exhaustive optimum of the measured graph. Then (routing phase,
+--routing-duration) it runs every service in every cluster and measures
+the shop with connects balanced over all clusters' endpoints, as kube-proxy balances a multi-cluster service, then
 with flowplace's routing (local cluster first, then by measured RTT), and
 kills one cluster's instance of a service to measure how long until new
 connections succeed again. Everything is torn down at the end, on Ctrl-C, and by the next run if
@@ -188,10 +189,14 @@ func printReport(out io.Writer, r *lab.Report) {
 	}
 	fmt.Fprintln(tw)
 
-	fmt.Fprintln(tw, "PLACEMENT (scores 0-100 from TrafficLocality)")
-	fmt.Fprintf(tw, "workload\tKarmada default\tflowplace\t%s\t\n", strings.Join(r.Clusters, "\t"))
+	fmt.Fprintln(tw, "PLACEMENT (flowplace: the rebalance advisor's plan; scores 0-100 from TrafficLocality, the others where the plan puts them)")
+	fmt.Fprintf(tw, "workload\tKarmada default\tflowplace\toptimum\t%s\t\n", strings.Join(r.Clusters, "\t"))
 	for _, p := range r.Placement {
-		row := []string{p.Workload, r.Before.Placement[p.Workload], p.Recommended}
+		opt := "-"
+		if r.Rebalance != nil {
+			opt = r.Rebalance.Optimal[p.Workload]
+		}
+		row := []string{p.Workload, r.Before.Placement[p.Workload], p.Recommended, opt}
 		for _, c := range r.Clusters {
 			if s, ok := p.Scores[c]; ok {
 				row = append(row, fmt.Sprint(s))
@@ -200,6 +205,13 @@ func printReport(out io.Writer, r *lab.Report) {
 			}
 		}
 		fmt.Fprintf(tw, "%s\t\n", strings.Join(row, "\t"))
+	}
+	if rb := r.Rebalance; rb != nil {
+		fmt.Fprintf(tw, "network cost of the measured graph (B/s x ms): Karmada default %.4g, flowplace %.4g, optimum %.4g: optimal_gap %.3f\n",
+			rb.CostBefore, rb.CostPlanned, rb.CostOptimal, r.OptimalGap)
+	}
+	if ad := r.Advisor; ad != nil {
+		fmt.Fprintf(tw, "rebalance advisor (API server): %d rounds, %d WorkloadRebalancers, moves %v\n", ad.Rounds, ad.WorkloadRebalancers, ad.Moves)
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "MEASURED\tKarmada default\tflowplace\tafter/before\t")

@@ -105,7 +105,7 @@ func TestLabJSONReport(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, stdout)
 	}
-	for _, k := range []string{"measured_rtt_max_error_ms", "cross_cluster_bytes_ratio", "mean_latency_ratio",
+	for _, k := range []string{"measured_rtt_max_error_ms", "cross_cluster_bytes_ratio", "mean_latency_ratio", "optimal_gap",
 		"routing_latency_ratio", "failover_ms", "failed_connects_after_failover"} {
 		v, ok := rep[k].(float64)
 		if !ok {
@@ -128,6 +128,11 @@ func TestLabJSONReport(t *testing.T) {
 	}
 	if v := rep["mean_latency_ratio"].(float64); v >= 1 {
 		t.Errorf("mean latency ratio %v, want < 1", v)
+	}
+	// The plan and the optimum price the same measured problem: the gap
+	// carries no measurement noise, only the plan's own quality.
+	if v := rep["optimal_gap"].(float64); v < 1-1e-9 || v > 1.10 {
+		t.Errorf("optimal gap %v, want 1 to 1.10 (below 1: the optimum search is wrong)", v)
 	}
 	if v := rep["routing_latency_ratio"].(float64); v >= 1 {
 		t.Errorf("routing latency ratio %v, want < 1", v)

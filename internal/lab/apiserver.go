@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/flowplace/flowplace/api/crds"
 	"github.com/flowplace/flowplace/estimator"
+	"github.com/flowplace/flowplace/estimator/rebalance"
 	"github.com/flowplace/flowplace/internal/lab/demo"
 	"github.com/flowplace/flowplace/world/controlplane"
 )
@@ -40,7 +42,7 @@ type apiServerEstimator struct {
 	done   chan error
 }
 
-func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []string, placement map[string]string) (_ *apiServerEstimator, err error) {
+func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []string, capacity Capacity, placement map[string]string) (_ *apiServerEstimator, err error) {
 	dir, err := os.MkdirTemp("", "flowplace-lab-crds")
 	if err != nil {
 		return nil, err
@@ -80,8 +82,16 @@ func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []stri
 			"metadata": map[string]any{"name": c},
 			"spec":     map[string]any{"id": ClusterUID(c), "provider": "aws", "region": c},
 		}}
-		if _, err := host.Dynamic.Resource(controlplane.ClusterGVR).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+		created, err := host.Dynamic.Resource(controlplane.ClusterGVR).Create(ctx, obj, metav1.CreateOptions{})
+		if err != nil {
 			return nil, fmt.Errorf("lab: Cluster %s: %w", c, err)
+		}
+		// The lab's capacity in the form Karmada's cluster status
+		// controller reports it: one core per service replica.
+		created.Object["status"] = map[string]any{"resourceSummary": map[string]any{
+			"allocatable": map[string]any{"cpu": fmt.Sprint(capacity[c])}, "allocated": map[string]any{"cpu": "0"}}}
+		if _, err := host.Dynamic.Resource(controlplane.ClusterGVR).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			return nil, fmt.Errorf("lab: status of Cluster %s: %w", c, err)
 		}
 	}
 	for _, s := range app.Services {
@@ -89,8 +99,11 @@ func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []stri
 			"apiVersion": "work.karmada.io/v1alpha2", "kind": "ResourceBinding",
 			"metadata": map[string]any{"name": s.Name + "-deployment", "namespace": app.Namespace},
 			"spec": map[string]any{
-				"resource": map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "name": s.Name, "namespace": app.Namespace},
-				"clusters": []any{map[string]any{"name": placement[s.Name], "replicas": int64(1)}},
+				"resource":            map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "name": s.Name, "namespace": app.Namespace},
+				"replicas":            int64(1),
+				"replicaRequirements": map[string]any{"resourceRequest": map[string]any{"cpu": "1"}},
+				"clusters":            []any{map[string]any{"name": placement[s.Name], "replicas": int64(1)}},
+				"schedulerName":       labSchedulerName,
 			},
 		}}
 		if _, err := host.Dynamic.Resource(controlplane.ResourceBindingGVR).Namespace(app.Namespace).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
@@ -112,6 +125,74 @@ func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []stri
 		time.Sleep(50 * time.Millisecond)
 	}
 	return a, nil
+}
+
+// labSchedulerName is the scheduler the lab's bindings name: flowplace's
+// (the advisor moves only what flowplace's scheduler placed).
+const labSchedulerName = "flowplace-scheduler"
+
+// AdvisorReport is what the rebalance advisor did on the lab's API server.
+type AdvisorReport struct {
+	// Rounds run, one simulated minute apart.
+	Rounds int `json:"rounds"`
+	// WorkloadRebalancers the advisor created.
+	WorkloadRebalancers int `json:"workload_rebalancers"`
+	// Moves are the requested moves, workload -> cluster.
+	Moves map[string]string `json:"moves"`
+	// CostNow and CostPlanned are the advisor's own plan costs over the
+	// published objects, bytes/s x ms.
+	CostNow     float64 `json:"cost_now"`
+	CostPlanned float64 `json:"cost_planned"`
+}
+
+// advise runs the real rebalance advisor against the objects in the API
+// server: the estimator's ClusterLatency and WorkloadTraffic, the
+// ResourceBindings and Clusters. The ski-rental rule needs the advice to
+// hold over time; the lab's clock advances a minute between rounds (the
+// published objects stay valid for five), the move cost is a second of a
+// workload's own network cost, so that the advice of a short run pays off
+// within two rounds. It returns the placement with the moves the advisor
+// requested applied: the lab stands in for Karmada's re-scheduling of the
+// WorkloadRebalancers' workloads.
+func (a *apiServerEstimator) advise(ctx context.Context, app *demo.App, placement map[string]string) (AdvisorReport, map[string]string, error) {
+	now := time.Now()
+	adv, err := rebalance.New(a.cp.Host.Dynamic, a.cp.Host.Client, rebalance.Config{
+		Interval: time.Minute, MoveCost: time.Second, MinRounds: 2, MaxMoves: len(app.Services),
+		SchedulerName: labSchedulerName, Component: "flowplace-lab", Now: func() time.Time { return now }})
+	if err != nil {
+		return AdvisorReport{}, nil, err
+	}
+	rep := AdvisorReport{Moves: map[string]string{}}
+	after := map[string]string{}
+	for k, v := range placement {
+		after[k] = v
+	}
+	for round := 0; round < 2; round++ {
+		r, err := adv.Round(ctx)
+		if err != nil {
+			return rep, nil, fmt.Errorf("lab: rebalance advisor: %w", err)
+		}
+		rep.Rounds++
+		rep.CostNow, rep.CostPlanned = r.CostNow, r.CostPlanned
+		for _, m := range r.Planned {
+			if m.Outcome != rebalance.OutcomeRequested {
+				continue
+			}
+			// Workload is the binding, namespace/<name>-deployment.
+			name := strings.TrimSuffix(m.Workload[strings.IndexByte(m.Workload, '/')+1:], "-deployment")
+			if _, ok := app.Service(name); !ok {
+				return rep, nil, fmt.Errorf("lab: rebalance advisor moved %s, which is no service of the shop", m.Workload)
+			}
+			after[name], rep.Moves[name] = m.To, m.To
+		}
+		now = now.Add(time.Minute)
+	}
+	l, err := a.cp.Host.Dynamic.Resource(rebalance.WorkloadRebalancerGVR).List(ctx, metav1.ListOptions{LabelSelector: rebalance.ManagedByLabel + "=" + rebalance.ManagedBy})
+	if err != nil {
+		return rep, nil, fmt.Errorf("lab: list WorkloadRebalancers: %w", err)
+	}
+	rep.WorkloadRebalancers = len(l.Items)
+	return rep, after, nil
 }
 
 // published counts the objects the estimator wrote; the API server

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"strings"
 	"time"
 
 	"github.com/flowplace/flowplace/estimator/aggregate"
@@ -46,33 +45,7 @@ func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capac
 		}
 		rows = append(rows, row)
 	}
-	// Measured bytes/s from each caller to each callee, summed over the
-	// clusters they ran in.
-	edges := map[[2]string]float64{}
-	// The entry's clients per cluster, as the load generators' own agents
-	// saw them (pods in the Kubernetes lab); nil when they are not probed.
-	var loadClients map[string]float64
-	for w, stat := range snap.Traffic {
-		for peer, pairs := range stat.Peers {
-			// A remote endpoint's workload is unknown to the caller's
-			// agent (it learns only the Service and the cluster from the
-			// dispatched EndpointSlice); the demo's Services are named for
-			// their Deployments.
-			callee := peer.Name
-			if callee == "" {
-				callee = peer.ServiceName
-			}
-			for pair, r := range pairs {
-				edges[[2]string{w.Name, callee}] += r.BytesPerSecond
-				if callee == app.Entry && strings.HasPrefix(w.Name, loadGeneratorPrefix) {
-					if loadClients == nil {
-						loadClients = map[string]float64{}
-					}
-					loadClients[clusterOf(pair.Src)] += r.BytesPerSecond
-				}
-			}
-		}
-	}
+	g := graphOf(app, snap, clusterOf)
 	scored := map[string]Scored{}
 	place, err := PlaceInOrder(app, clusters, capacity, func(svc string, cands []string, placed map[string]string) map[string]int64 {
 		in := model.Inputs{Clusters: infos, Latency: rows}
@@ -91,7 +64,7 @@ func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capac
 			}
 		}
 		t := model.TrafficInput{Workload: key(svc), ValidUntil: valid, Samples: 1000}
-		for e, b := range edges {
+		for e, b := range g.edges {
 			switch {
 			case e[0] == svc && e[1] != "":
 				k := key(e[1])
@@ -104,15 +77,9 @@ func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capac
 		}
 		// The entry's callers are the clients in every region: they are no
 		// workload's peers, only the entry's own server side sees them.
-		if svc == app.Entry && loadClients != nil {
-			for c, b := range loadClients {
+		if svc == app.Entry {
+			for c, b := range g.clients {
 				t.Clients = append(t.Clients, model.ClientInput{Cluster: c, BytesPerSecond: b})
-			}
-		} else if svc == app.Entry {
-			if stat, ok := snap.Traffic[aggregate.WorkloadKey{Namespace: app.Namespace, Kind: "Deployment", Name: svc}]; ok {
-				for pair, r := range stat.Clients {
-					t.Clients = append(t.Clients, model.ClientInput{Cluster: clusterOf(pair.Src), BytesPerSecond: r.BytesPerSecond})
-				}
 			}
 		}
 		in.Traffic = []model.TrafficInput{t}

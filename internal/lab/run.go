@@ -51,12 +51,20 @@ type Report struct {
 	// merged RTT distribution of the pair).
 	MeasuredRTTMaxErrorMs float64 `json:"measured_rtt_max_error_ms"`
 	// CrossClusterBytesRatio and MeanLatencyRatio are after/before.
-	CrossClusterBytesRatio float64          `json:"cross_cluster_bytes_ratio"`
-	MeanLatencyRatio       float64          `json:"mean_latency_ratio"`
-	RTT                    []ui.RTTCell     `json:"rtt"`
-	Traffic                []ui.TrafficEdge `json:"traffic"`
-	Placement              []ui.Placement   `json:"placement"`
-	Before                 Phase            `json:"before"`
+	CrossClusterBytesRatio float64 `json:"cross_cluster_bytes_ratio"`
+	MeanLatencyRatio       float64 `json:"mean_latency_ratio"`
+	// OptimalGap is the re-placement's network cost (bytes/s x measured
+	// p50 RTT, over the traffic graph measured before it) over the
+	// exhaustive optimum of the same problem; Rebalance has the details.
+	OptimalGap float64          `json:"optimal_gap"`
+	Rebalance  *RebalanceReport `json:"rebalance,omitempty"`
+	// Advisor is what the real rebalance advisor did (WithAPIServer);
+	// its moves are the re-placement then.
+	Advisor   *AdvisorReport   `json:"advisor,omitempty"`
+	RTT       []ui.RTTCell     `json:"rtt"`
+	Traffic   []ui.TrafficEdge `json:"traffic"`
+	Placement []ui.Placement   `json:"placement"`
+	Before    Phase            `json:"before"`
 	// Published counts the estimator\'s objects in the API server
 	// (WithAPIServer); each passed the API server\'s schema validation.
 	Published *Published `json:"published,omitempty"`
@@ -70,6 +78,15 @@ type Report struct {
 	FailedConnectsAfterFailover *int           `json:"failed_connects_after_failover,omitempty"`
 	Routing                     *RoutingReport `json:"routing,omitempty"`
 	Elapsed                     float64        `json:"elapsed_s"`
+}
+
+// RebalanceReport is the re-placement's plan against the optimum of the
+// measured problem (costs in bytes/s x ms).
+type RebalanceReport struct {
+	Optimal     map[string]string `json:"optimal"`
+	CostBefore  float64           `json:"cost_before"`
+	CostPlanned float64           `json:"cost_planned"`
+	CostOptimal float64           `json:"cost_optimal"`
 }
 
 // Phase is one measured placement.
@@ -126,8 +143,8 @@ func Preflight(opts *RunOptions) error {
 }
 
 // Run builds the world, measures the shop placed the way Karmada places it
-// without flowplace, re-places it where flowplace's plugins put it, measures
-// again, and tears everything down.
+// without flowplace, re-places it where the rebalance advisor's plan puts
+// it, measures again, and tears everything down.
 func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 	if err := Preflight(&opts); err != nil {
 		return nil, err
@@ -202,7 +219,7 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 	var snk sink
 	if opts.WithAPIServer {
 		publish("[2/6] starting a Karmada API server and the estimator")
-		a, err := startAPIServerEstimator(ctx, app, clusters, before)
+		a, err := startAPIServerEstimator(ctx, app, clusters, capacity, before)
 		if err != nil {
 			return nil, err
 		}
@@ -220,7 +237,8 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 			return nil, err
 		}
 		rep.Published = &p
-		return finish(ctx, opts, w, app, clusters, capacity, before, snapBefore, rep, &state, publish, start)
+		advise := func(ctx context.Context) (AdvisorReport, map[string]string, error) { return a.advise(ctx, app, before) }
+		return finish(ctx, opts, w, app, clusters, capacity, before, snapBefore, advise, rep, &state, publish, start)
 	}
 	publish(fmt.Sprintf("[2/6] measuring Karmada's default placement for %s", phaseDur))
 	snapBefore, phBefore, err := measure(ctx, w, before, phaseDur, opts.RatePerCluster, sink{})
@@ -228,13 +246,14 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return finish(ctx, opts, w, app, clusters, capacity, before, snapBefore, rep, &state, publish, start)
+	return finish(ctx, opts, w, app, clusters, capacity, before, snapBefore, nil, rep, &state, publish, start)
 }
 
-// finish reports the first phase, re-places the shop where flowplace's
-// plugins put it and measures again.
+// finish reports the first phase, re-places the shop where the rebalance
+// advisor's plan puts it and measures again.
 func finish(ctx context.Context, opts RunOptions, w labWorld, app *demo.App, clusters []string, capacity Capacity, before map[string]string,
-	snapBefore *aggregate.Snapshot, rep *Report, state *ui.State, publish func(string), start time.Time) (*Report, error) {
+	snapBefore *aggregate.Snapshot, advise func(context.Context) (AdvisorReport, map[string]string, error),
+	rep *Report, state *ui.State, publish func(string), start time.Time) (*Report, error) {
 	phaseDur := opts.Duration / 2
 	state.Latency = append(state.Latency, ui.Latency{Phase: "before", MeanMs: rep.Before.MeanMs, P50Ms: rep.Before.P50Ms, P99Ms: rep.Before.P99Ms})
 	// The matrix: mean RTT of each pair that carried traffic.
@@ -250,7 +269,32 @@ func finish(ctx context.Context, opts RunOptions, w labWorld, app *demo.App, clu
 	state.Traffic = traffic(snapBefore, before)
 	publish("[3/6] computing flowplace's placement from the measurements")
 
-	after, scored, err := Recommend(app, snapBefore, clusters, capacity, before, w.ClusterOf)
+	// The running shop is re-placed the way the rebalance advisor plans
+	// it: the whole measured graph at once.
+	rb, err := Rebalance(app, snapBefore, clusters, capacity, before, w.ClusterOf)
+	if err != nil {
+		return nil, err
+	}
+	after := rb.Placement
+	if advise != nil {
+		// With an API server the real advisor decides, from the objects
+		// the estimator published, and creates the WorkloadRebalancers.
+		ar, placed, err := advise(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.Advisor, after = &ar, placed
+		var ok bool
+		if rb.CostPlanned, ok = rb.CostOf(after); !ok {
+			return nil, fmt.Errorf("lab: the rebalance advisor moved a service out of the lab's clusters: %v", after)
+		}
+	}
+	rep.OptimalGap = rb.Gap()
+	rep.Rebalance = &RebalanceReport{Optimal: rb.Optimal, CostBefore: rb.CostBefore, CostPlanned: rb.CostPlanned, CostOptimal: rb.CostOptimal}
+	// The scheduler plugins' scores of each cluster with the other
+	// services where the plan puts them: what Karmada's scheduler weighs
+	// when the advisor's WorkloadRebalancer has it re-place a service.
+	_, scored, err := Recommend(app, snapBefore, clusters, capacity, after, w.ClusterOf)
 	if err != nil {
 		return nil, err
 	}

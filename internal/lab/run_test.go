@@ -43,6 +43,11 @@ func TestRunImprovesPlacement(t *testing.T) {
 	if !(rep.MeanLatencyRatio < 1) {
 		t.Errorf("mean client latency after/before = %v, want < 1", rep.MeanLatencyRatio)
 	}
+	// The plan and the optimum price the same measured problem, so the
+	// gap carries no measurement noise: only the plan's quality.
+	if rep.OptimalGap < 1-1e-9 || rep.OptimalGap > 1.10 {
+		t.Errorf("optimal gap %v, want 1 to 1.10", rep.OptimalGap)
+	}
 	checkRouting(t, prof, rep)
 	// Teardown: no namespace, cgroup or process of this run remains.
 	if live, _ := filepath.Glob("/run/netns/" + labPrefix + "*"); len(live) > 0 {
@@ -168,5 +173,18 @@ func TestRunWithAPIServer(t *testing.T) {
 	checkRTTMatrix(t, rep.RTT)
 	if !(rep.CrossClusterBytesRatio < 1) || !(rep.MeanLatencyRatio < 1) {
 		t.Errorf("report: bytes ratio %v, latency ratio %v", rep.CrossClusterBytesRatio, rep.MeanLatencyRatio)
+	}
+	// The re-placement is the real advisor's, through WorkloadRebalancers.
+	if ad := rep.Advisor; ad == nil || ad.WorkloadRebalancers == 0 || len(ad.Moves) == 0 {
+		t.Fatalf("advisor report %+v: want WorkloadRebalancers and moves", ad)
+	}
+	for s, c := range rep.Advisor.Moves {
+		if rep.After.Placement[s] != c {
+			t.Errorf("advisor moved %s to %s, the lab measured it in %s", s, c, rep.After.Placement[s])
+		}
+	}
+	t.Logf("advisor %+v; optimal gap %.3f", *rep.Advisor, rep.OptimalGap)
+	if rep.OptimalGap < 1-1e-9 || rep.OptimalGap > 1.10 {
+		t.Errorf("optimal gap %v, want 1 to 1.10", rep.OptimalGap)
 	}
 }

@@ -577,6 +577,7 @@ var (
 	generatedCount = flag.Int("generated", 300, "generated instances to measure (each in three arrival orders)")
 	verbose        = flag.Bool("v", false, "print every instance the plan does poorly on")
 	generatedOnly  = flag.Bool("generated-only", false, "measure only the generated instances (for development)")
+	firstSeed      = flag.Uint64("first-seed", 1, "seed of the first generated instance")
 	scaleOnly      = flag.Bool("scale-only", false, "measure only the plan at 10,000 workloads on 100 clusters (for development)")
 )
 

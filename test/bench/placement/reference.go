@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"os"
@@ -203,9 +204,9 @@ func (o objective) exhaustive(upper float64, start []int) (best []int, bestCost 
 	return best, bestCost, ok
 }
 
-// cbcTimeLimit bounds one CBC solve; an instance it cannot prove optimal
-// in that time is measured against CBC's lower bound.
-const cbcTimeLimit = 30 * time.Second
+// cbcTimeLimit (-cbc-time) bounds one CBC solve; an instance it cannot
+// prove optimal in that time is measured against CBC's lower bound.
+var cbcTimeLimit = flag.Duration("cbc-time", 30*time.Second, "time limit of one CBC solve; beyond it the reference is CBC's lower bound")
 
 // mip solves the instance's MIP with CBC: binary x[u][c] (u in c), and per
 // edge the linearisation y[e][a][b] >= 0 with sum_b y = x[u][a] and sum_a y

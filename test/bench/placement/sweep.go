@@ -13,16 +13,22 @@ import (
 
 // sweepResult is what the generated sweep measured.
 type sweepResult struct {
-	instances    int
-	gaps         []float64 // flowplace cost / reference, every instance x order
-	noPlanGaps   []float64
-	planGaps     []float64 // plan.Solve alone, nothing placed
-	bytesRatios  []float64 // flowplace cross-cluster bytes / default's
-	latRatios    []float64
-	methods      map[string]int
-	worst        string
-	worseNoPlan  int
-	overCapacity int
+	instances  int
+	gaps       []float64 // flowplace cost / reference, every instance x order
+	noPlanGaps []float64
+	planGaps   []float64 // plan.Solve alone, nothing placed
+	// provenGaps are gaps to proven optima (exhaustive, or CBC's proven);
+	// on the other instances the reference is CBC's lower bound and the
+	// gap an upper bound; boundIncumbent is CBC's best placement found
+	// there over flowplace's best of the three orders.
+	provenGaps     []float64
+	boundIncumbent []float64
+	bytesRatios    []float64 // flowplace cross-cluster bytes / default's
+	latRatios      []float64
+	methods        map[string]int
+	worst          string
+	worseNoPlan    int
+	overCapacity   int
 	// skipped: instances Karmada's default order cannot place at all;
 	// unschedulable: flowplace left a binding without a cluster with room.
 	skipped             int
@@ -48,7 +54,7 @@ func sweep(ctx context.Context, count int) (sweepResult, error) {
 	r := sweepResult{methods: map[string]int{}}
 	worstGap := 0.0
 	start := time.Now()
-	for seed := uint64(1); len(r.gaps) < 3*count; seed++ {
+	for seed := *firstSeed; len(r.gaps) < 3*count; seed++ {
 		in, spec := generate(seed, rm)
 		if in.firstFitDecreasing() == nil {
 			continue // capacity draw cannot hold the application
@@ -97,6 +103,9 @@ func sweep(ctx context.Context, count int) (sweepResult, error) {
 			return r, fmt.Errorf("%s: reference: %w", spec, err)
 		}
 		r.methods[ref.method]++
+		if ref.method == "cbc-bound" {
+			r.boundIncumbent = append(r.boundIncumbent, o.cost(ref.place)/o.cost(best))
+		}
 		if *verbose {
 			fmt.Printf("%s: reference %s in %s\n", spec, ref.method, time.Since(placed).Round(time.Millisecond))
 		}
@@ -114,6 +123,9 @@ func sweep(ctx context.Context, count int) (sweepResult, error) {
 			fBytes, fLat, fCost := in.evaluate(fp)
 			gap := fCost / ref.cost
 			r.gaps = append(r.gaps, gap)
+			if ref.method != "cbc-bound" {
+				r.provenGaps = append(r.provenGaps, gap)
+			}
 			if dBytes > 0 {
 				r.bytesRatios = append(r.bytesRatios, fBytes/dBytes)
 			}
@@ -150,6 +162,9 @@ func (r sweepResult) print() {
 	fmt.Printf("generated vs Karmada's default: cross-cluster bytes ratio median %.3f, mean latency ratio median %.3f; worse than without the plan: %d; over capacity: %d\n",
 		quantile(r.bytesRatios, 0.5), quantile(r.latRatios, 0.5), r.worseNoPlan, r.overCapacity)
 	fmt.Printf("plan alone (nothing placed, no scheduler): median %.3f p95 %.3f worst %.3f over %d\n", quantile(r.planGaps, 0.5), quantile(r.planGaps, 0.95), quantile(r.planGaps, 1), len(r.planGaps))
+	fmt.Printf("gap to proven optima (%d instances x 3 orders): median %.3f p95 %.3f worst %.3f; on the %d instances CBC did not prove in %s the reference is its lower bound (the gap an upper bound), and CBC's best placement found costs %.3f-%.3f x flowplace's\n",
+		len(r.provenGaps)/3, quantile(r.provenGaps, 0.5), quantile(r.provenGaps, 0.95), quantile(r.provenGaps, 1),
+		len(r.boundIncumbent), *cbcTimeLimit, quantile(r.boundIncumbent, 0), quantile(r.boundIncumbent, 1))
 	fmt.Printf("worst: %s\n", r.worst)
 	fmt.Printf("skipped (Karmada's default cannot place them): %d; flowplace unschedulable: %d; without the plan unschedulable: %d\n", r.skipped, len(r.unschedulable), r.noPlanUnschedulable)
 	for _, u := range r.unschedulable {
