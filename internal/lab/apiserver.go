@@ -87,9 +87,16 @@ func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []stri
 			return nil, fmt.Errorf("lab: Cluster %s: %w", c, err)
 		}
 		// The lab's capacity in the form Karmada's cluster status
-		// controller reports it: one core per service replica.
+		// controller reports it: one core per service replica, the
+		// running ones allocated.
+		running := 0
+		for _, at := range placement {
+			if at == c {
+				running++
+			}
+		}
 		created.Object["status"] = map[string]any{"resourceSummary": map[string]any{
-			"allocatable": map[string]any{"cpu": fmt.Sprint(capacity[c])}, "allocated": map[string]any{"cpu": "0"}}}
+			"allocatable": map[string]any{"cpu": fmt.Sprint(capacity[c])}, "allocated": map[string]any{"cpu": fmt.Sprint(running)}}}
 		if _, err := host.Dynamic.Resource(controlplane.ClusterGVR).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 			return nil, fmt.Errorf("lab: status of Cluster %s: %w", c, err)
 		}

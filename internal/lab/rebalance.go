@@ -75,7 +75,8 @@ type Replacement struct {
 }
 
 // CostOf prices placement on the same measured problem; ok is false when
-// it names a cluster outside the lab or leaves a service out.
+// it names a cluster outside the lab, leaves a service out or overfills a
+// cluster.
 func (r Replacement) CostOf(placement map[string]string) (cost float64, ok bool) {
 	where := make([]int, len(r.services))
 	for i, s := range r.services {
@@ -84,7 +85,7 @@ func (r Replacement) CostOf(placement map[string]string) (cost float64, ok bool)
 			return 0, false
 		}
 	}
-	return plan.CostOf(r.problem, where), true
+	return plan.CostOf(r.problem, where), fitsCapacity(r.problem, where)
 }
 
 // Gap is the plan's cost over the optimum's (1 when both are free).

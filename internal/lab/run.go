@@ -286,7 +286,7 @@ func finish(ctx context.Context, opts RunOptions, w labWorld, app *demo.App, clu
 		rep.Advisor, after = &ar, placed
 		var ok bool
 		if rb.CostPlanned, ok = rb.CostOf(after); !ok {
-			return nil, fmt.Errorf("lab: the rebalance advisor moved a service out of the lab's clusters: %v", after)
+			return nil, fmt.Errorf("lab: the rebalance advisor's placement is not one the lab's clusters hold: %v", after)
 		}
 	}
 	rep.OptimalGap = rb.Gap()
