@@ -50,8 +50,8 @@ re-places it where the rebalance advisor's plan puts it (the whole measured
 traffic graph at once), measures again, and reports both, with the plan's
 gap to the exhaustive optimum of the measured graph. Then (routing phase,
 --routing-duration) it runs every service in every cluster and measures
-the shop with connects balanced over all clusters' endpoints, as kube-proxy balances a multi-cluster service, then
-with flowplace's routing (local cluster first, then by measured RTT), and
+the shop with connects balanced over all clusters' endpoints, as kube-proxy
+balances a multi-cluster service, then with flowplace's routing (local cluster first, then by measured RTT), and
 kills one cluster's instance of a service to measure how long until new
 connections succeed again. Everything is torn down at the end, on Ctrl-C, and by the next run if
 one was killed. Needs root and a kernel with BTF.`,
