@@ -17,6 +17,7 @@
 package estimator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,6 +42,7 @@ import (
 
 	"github.com/flowplace/flowplace/estimator/aggregate"
 	"github.com/flowplace/flowplace/estimator/rebalance"
+	"github.com/flowplace/flowplace/telemetry"
 )
 
 // Config configures an Estimator.
@@ -65,8 +67,13 @@ type Config struct {
 	// /metrics. Empty disables it.
 	HealthAddress  string
 	MetricsHandler http.Handler
-	// Meter receives the estimator's own metrics; nil disables them.
+	// Meter receives the estimator's own metrics and, on the leader, the
+	// model it publishes; nil disables them.
 	Meter metric.Meter
+	// ModelWorkloadPairs bounds the workload pairs exported as metrics
+	// (telemetry.MetricWorkloadTraffic), heaviest first; 0 means
+	// telemetry.ModelWorkloadPairs.
+	ModelWorkloadPairs int
 
 	// Leader election on a coordination.k8s.io Lease.
 	LeaseNamespace, LeaseName string
@@ -104,6 +111,9 @@ func (c *Config) Validate() error {
 	c.Publish.setDefaults()
 	if !(c.Publish.RelativeChange > 0 && c.Publish.RelativeChange < 1) {
 		return fmt.Errorf("estimator: relative change %g must be in (0, 1)", c.Publish.RelativeChange)
+	}
+	if c.ModelWorkloadPairs < 0 {
+		return fmt.Errorf("estimator: model workload pairs %d must not be negative", c.ModelWorkloadPairs)
 	}
 	if c.MaxMessageBytes > MaxMessageBytesLimit {
 		return fmt.Errorf("estimator: OTLP message limit %d above %d", c.MaxMessageBytes, MaxMessageBytesLimit)
@@ -183,6 +193,7 @@ func New(cfg Config) (*Estimator, error) {
 		if e.metrics, err = newSelfMetrics(cfg.Meter, e.agg); err != nil {
 			return nil, err
 		}
+		e.metrics.modelPairs = cmp.Or(cfg.ModelWorkloadPairs, telemetry.ModelWorkloadPairs)
 	} else {
 		e.metrics = noopMetrics()
 	}
@@ -275,6 +286,8 @@ func (e *Estimator) Run(ctx context.Context) error {
 			OnStoppedLeading: func() {
 				wasLeader := e.leader.Swap(false)
 				e.metrics.leader.Store(0)
+				// Only the leader's model is current.
+				e.metrics.model.Store(nil)
 				if wasLeader && ctx.Err() == nil {
 					lost.Store(true)
 					klog.InfoS("Lost leadership", "identity", e.cfg.Identity)

@@ -6,34 +6,16 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/flowplace/flowplace/estimator/aggregate"
+	"github.com/flowplace/flowplace/telemetry"
 )
 
-// The estimator's own metrics. (The agents' names are in telemetry/names.go;
-// these describe the estimator itself and are only produced here.)
-const (
-	ScopeName = "github.com/flowplace/flowplace/estimator"
-
-	MetricPointsIngested     = "flowplace.estimator.points.ingested"
-	MetricPointsRejected     = "flowplace.estimator.points.rejected"
-	MetricPointsUnattributed = "flowplace.estimator.points.unattributed"
-	MetricRequestsMalformed  = "flowplace.estimator.requests.malformed"
-	MetricRequestsUnbound    = "flowplace.estimator.requests.unbound"
-	MetricSeriesActive       = "flowplace.estimator.series.active"
-	MetricFlowsActive        = "flowplace.estimator.flows.active"
-	MetricObjectsWritten     = "flowplace.estimator.objects.written"
-	MetricWriteDuration      = "flowplace.estimator.write.duration"
-	MetricLeader             = "flowplace.estimator.leader"
-
-	attrReason    = attribute.Key("flowplace.reject.reason")
-	attrKind      = attribute.Key("flowplace.object.kind")
-	attrOperation = attribute.Key("flowplace.write.operation") // create | update_status
-	attrOutcome   = attribute.Key("flowplace.write.outcome")   // ok | conflict | error
-)
+// ScopeName is the instrumentation scope of the estimator's metrics (all
+// names are in package telemetry).
+const ScopeName = telemetry.ScopeEstimator
 
 // selfMetrics are the synchronous instruments; ingestion counters are
 // observed from the aggregator's atomics instead, because a synchronous Add
@@ -44,6 +26,12 @@ type selfMetrics struct {
 	written       metric.Int64Counter
 	writeDuration metric.Float64Histogram
 	leader        atomic.Int64
+
+	// The published model (modelmetrics.go): set by the leader's
+	// publishing rounds when modelOn.
+	model      atomic.Pointer[modelView]
+	modelOn    bool
+	modelPairs int
 }
 
 func noopMetrics() *selfMetrics {
@@ -54,60 +42,63 @@ func noopMetrics() *selfMetrics {
 func newSelfMetrics(meter metric.Meter, agg *aggregate.Aggregator) (*selfMetrics, error) {
 	m := &selfMetrics{}
 	var err error
-	if m.written, err = meter.Int64Counter(MetricObjectsWritten, metric.WithUnit("{write}"),
+	if m.written, err = meter.Int64Counter(telemetry.MetricObjectsWritten, metric.WithUnit("{write}"),
 		metric.WithDescription("Writes of ClusterLatency and WorkloadTraffic objects to the API server")); err != nil {
-		return nil, fmt.Errorf("create %s: %w", MetricObjectsWritten, err)
+		return nil, fmt.Errorf("create %s: %w", telemetry.MetricObjectsWritten, err)
 	}
-	if m.writeDuration, err = meter.Float64Histogram(MetricWriteDuration, metric.WithUnit("s"),
+	if m.writeDuration, err = meter.Float64Histogram(telemetry.MetricWriteDuration, metric.WithUnit("s"),
 		metric.WithDescription("Latency of one API write, including conflict retries")); err != nil {
-		return nil, fmt.Errorf("create %s: %w", MetricWriteDuration, err)
+		return nil, fmt.Errorf("create %s: %w", telemetry.MetricWriteDuration, err)
 	}
 	if agg == nil {
 		return m, nil
 	}
-	ingested, err := meter.Int64ObservableCounter(MetricPointsIngested, metric.WithUnit("{point}"),
+	if err := m.registerModelMetrics(meter); err != nil {
+		return nil, err
+	}
+	ingested, err := meter.Int64ObservableCounter(telemetry.MetricPointsIngested, metric.WithUnit("{point}"),
 		metric.WithDescription("OTLP data points accepted"))
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", MetricPointsIngested, err)
+		return nil, fmt.Errorf("create %s: %w", telemetry.MetricPointsIngested, err)
 	}
-	rejected, err := meter.Int64ObservableCounter(MetricPointsRejected, metric.WithUnit("{point}"),
+	rejected, err := meter.Int64ObservableCounter(telemetry.MetricPointsRejected, metric.WithUnit("{point}"),
 		metric.WithDescription("OTLP data points rejected, by reason"))
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", MetricPointsRejected, err)
+		return nil, fmt.Errorf("create %s: %w", telemetry.MetricPointsRejected, err)
 	}
-	unattributed, err := meter.Int64ObservableCounter(MetricPointsUnattributed, metric.WithUnit("{point}"),
+	unattributed, err := meter.Int64ObservableCounter(telemetry.MetricPointsUnattributed, metric.WithUnit("{point}"),
 		metric.WithDescription("Accepted data points without a local workload or peer, which placement cannot use"))
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", MetricPointsUnattributed, err)
+		return nil, fmt.Errorf("create %s: %w", telemetry.MetricPointsUnattributed, err)
 	}
-	malformed, err := meter.Int64ObservableCounter(MetricRequestsMalformed, metric.WithUnit("{request}"),
+	malformed, err := meter.Int64ObservableCounter(telemetry.MetricRequestsMalformed, metric.WithUnit("{request}"),
 		metric.WithDescription("Export requests refused as malformed protobuf"))
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", MetricRequestsMalformed, err)
+		return nil, fmt.Errorf("create %s: %w", telemetry.MetricRequestsMalformed, err)
 	}
-	unbound, err := meter.Int64ObservableCounter(MetricRequestsUnbound, metric.WithUnit("{request}"),
+	unbound, err := meter.Int64ObservableCounter(telemetry.MetricRequestsUnbound, metric.WithUnit("{request}"),
 		metric.WithDescription("Export requests refused because the client certificate names no cluster (points about a cluster other than the certificate's are counted in points.rejected, reason foreign_cluster)"))
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", MetricRequestsUnbound, err)
+		return nil, fmt.Errorf("create %s: %w", telemetry.MetricRequestsUnbound, err)
 	}
-	seriesActive, err := meter.Int64ObservableGauge(MetricSeriesActive, metric.WithUnit("{series}"),
+	seriesActive, err := meter.Int64ObservableGauge(telemetry.MetricSeriesActive, metric.WithUnit("{series}"),
 		metric.WithDescription("Input series tracked"))
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", MetricSeriesActive, err)
+		return nil, fmt.Errorf("create %s: %w", telemetry.MetricSeriesActive, err)
 	}
-	flowsActive, err := meter.Int64ObservableGauge(MetricFlowsActive, metric.WithUnit("{flow}"),
+	flowsActive, err := meter.Int64ObservableGauge(telemetry.MetricFlowsActive, metric.WithUnit("{flow}"),
 		metric.WithDescription("(workload, peer, cluster pair) aggregates"))
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", MetricFlowsActive, err)
+		return nil, fmt.Errorf("create %s: %w", telemetry.MetricFlowsActive, err)
 	}
-	leader, err := meter.Int64ObservableGauge(MetricLeader, metric.WithUnit("1"),
+	leader, err := meter.Int64ObservableGauge(telemetry.MetricLeader, metric.WithUnit("1"),
 		metric.WithDescription("1 while this replica holds the lease and publishes"))
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", MetricLeader, err)
+		return nil, fmt.Errorf("create %s: %w", telemetry.MetricLeader, err)
 	}
 	reasonSets := make([]metric.ObserveOption, aggregate.NumReasons)
 	for i := range reasonSets {
-		reasonSets[i] = metric.WithAttributes(attrReason.String(aggregate.Reason(i).String()))
+		reasonSets[i] = metric.WithAttributes(telemetry.AttrRejectReason.String(aggregate.Reason(i).String()))
 	}
 	_, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		st := agg.Stats()
@@ -132,7 +123,7 @@ func newSelfMetrics(meter metric.Meter, agg *aggregate.Aggregator) (*selfMetrics
 }
 
 func (m *selfMetrics) recordWrite(ctx context.Context, kind, op, outcome string, d time.Duration) {
-	attrs := metric.WithAttributes(attrKind.String(kind), attrOperation.String(op), attrOutcome.String(outcome))
+	attrs := metric.WithAttributes(telemetry.AttrObjectKind.String(kind), telemetry.AttrWriteOperation.String(op), telemetry.AttrWriteOutcome.String(outcome))
 	m.written.Add(ctx, 1, attrs)
-	m.writeDuration.Record(ctx, d.Seconds(), metric.WithAttributes(attrKind.String(kind), attrOperation.String(op)))
+	m.writeDuration.Record(ctx, d.Seconds(), metric.WithAttributes(telemetry.AttrObjectKind.String(kind), telemetry.AttrWriteOperation.String(op)))
 }

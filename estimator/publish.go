@@ -496,7 +496,15 @@ func (p *publisher) publish(ctx context.Context, s *aggregate.Snapshot) (int, er
 	var firstErr error
 	n := 0
 	defer p.count(func(s *PublishStats) { s.Rounds++ })
-	for _, d := range p.build(s) {
+	built := p.build(s)
+	if p.metrics.modelOn {
+		inAPI := map[string][]*unstructured.Unstructured{
+			"ClusterLatency":  unstructuredList(p.res.latencies.GetIndexer().List()),
+			"WorkloadTraffic": unstructuredList(p.res.traffics.GetIndexer().List()),
+		}
+		p.metrics.model.Store(buildModelView(built, inAPI, s.Now, p.metrics.modelPairs))
+	}
+	for _, d := range built {
 		cur := p.current(d)
 		ok, why := p.decide(d, cur, s.Now)
 		if !ok {
@@ -513,6 +521,16 @@ func (p *publisher) publish(ctx context.Context, s *aggregate.Snapshot) (int, er
 		klog.V(3).InfoS("Published", "object", d.key, "reason", why)
 	}
 	return n, firstErr
+}
+
+func unstructuredList(objs []any) []*unstructured.Unstructured {
+	out := make([]*unstructured.Unstructured, 0, len(objs))
+	for _, o := range objs {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 func (p *publisher) resource(d desired) dynamic.ResourceInterface {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,7 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/resource"
 	"google.golang.org/grpc/credentials"
 )
@@ -57,6 +59,7 @@ type Config struct {
 type Provider struct {
 	*sdkmetric.MeterProvider
 	prometheus http.Handler
+	gatherer   prometheus.Gatherer
 }
 
 // Validate checks the configuration without side effects.
@@ -121,6 +124,7 @@ func NewProvider(ctx context.Context, cfg Config) (*Provider, error) {
 		)),
 	}
 	p := &Provider{}
+	var counted *countingExporter
 	if cfg.OTLP.Endpoint != "" {
 		exp, err := newOTLPExporter(ctx, cfg.OTLP)
 		if err != nil {
@@ -133,7 +137,8 @@ func NewProvider(ctx context.Context, cfg Config) (*Provider, error) {
 		if cfg.OTLP.Timeout > 0 {
 			ropts = append(ropts, sdkmetric.WithTimeout(cfg.OTLP.Timeout))
 		}
-		opts = append(opts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp, ropts...)))
+		counted = &countingExporter{Exporter: exp}
+		opts = append(opts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(counted, ropts...)))
 	}
 	if cfg.Prometheus {
 		reg := prometheus.NewRegistry()
@@ -148,9 +153,55 @@ func NewProvider(ctx context.Context, cfg Config) (*Provider, error) {
 		}
 		opts = append(opts, sdkmetric.WithReader(exp))
 		p.prometheus = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+		p.gatherer = reg
 	}
 	p.MeterProvider = sdkmetric.NewMeterProvider(opts...)
+	if counted != nil {
+		if err := counted.register(p.Meter()); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
+}
+
+// Gatherer is what PrometheusHandler serves; nil unless Config.Prometheus.
+func (p *Provider) Gatherer() prometheus.Gatherer { return p.gatherer }
+
+// countingExporter counts OTLP exports by outcome: the SDK only logs a
+// failed export, and a dashboard has to show that an agent's numbers are
+// not reaching the estimator.
+type countingExporter struct {
+	sdkmetric.Exporter
+	ok, failed atomic.Int64
+}
+
+func (e *countingExporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
+	err := e.Exporter.Export(ctx, rm)
+	if err != nil {
+		e.failed.Add(1)
+	} else {
+		e.ok.Add(1)
+	}
+	return err
+}
+
+func (e *countingExporter) register(m metric.Meter) error {
+	c, err := m.Int64ObservableCounter(MetricOTLPExports, metric.WithUnit(UnitExports),
+		metric.WithDescription("OTLP export requests, by outcome (ok, error: after the exporter's retries)"))
+	if err != nil {
+		return fmt.Errorf("create %s: %w", MetricOTLPExports, err)
+	}
+	ok := metric.WithAttributes(AttrExportOutcome.String("ok"))
+	failed := metric.WithAttributes(AttrExportOutcome.String("error"))
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(c, e.ok.Load(), ok)
+		o.ObserveInt64(c, e.failed.Load(), failed)
+		return nil
+	}, c)
+	if err != nil {
+		return fmt.Errorf("register %s: %w", MetricOTLPExports, err)
+	}
+	return nil
 }
 
 // Meter is the agent's meter.
@@ -207,4 +258,16 @@ func ClientTLS(caFile, certFile, keyFile, serverName string) (*tls.Config, error
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
+}
+
+// NewPrometheusMeterProvider is a meter provider whose metrics are
+// gathered by reg: for a component that already serves a Prometheus
+// registry (Karmada's scheduler serves controller-runtime's), so that
+// flowplace's metrics appear on its /metrics.
+func NewPrometheusMeterProvider(reg prometheus.Registerer) (*sdkmetric.MeterProvider, error) {
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("prometheus exporter: %w", err)
+	}
+	return sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)), nil
 }

@@ -44,6 +44,7 @@ type options struct {
 	relativeChange  float64
 	maxSeries       int
 	maxFlows        int
+	modelPairs      int
 	seriesTTL       time.Duration
 	maxClockSkew    time.Duration
 	leaseNamespace  string
@@ -123,6 +124,7 @@ served on --health-address.`,
 	f.Float64Var(&o.relativeChange, "relative-change", 0.1, "relative change of a value that is worth a write")
 	f.IntVar(&o.maxSeries, "max-series", 2_000_000, "input series tracked at most; points of new series beyond it are rejected")
 	f.IntVar(&o.maxFlows, "max-flows", 500_000, "(workload, peer, cluster pair) aggregates at most")
+	f.IntVar(&o.modelPairs, "metrics-workload-pairs", telemetry.ModelWorkloadPairs, "workload pairs exported as metrics, heaviest first (the rest in one overflow series)")
 	f.DurationVar(&o.seriesTTL, "series-ttl", 10*time.Minute, "forget input series not reported for this long; older points are refused")
 	f.DurationVar(&o.maxClockSkew, "max-clock-skew", aggregate.DefaultMaxClockSkew, "refuse points stamped further than this ahead of the estimator's clock")
 	f.StringVar(&o.matrixConfigMap, "matrix-configmap", "", "namespace/name of a ConfigMap in which the latency matrix is also kept, for the agents' routing (the chart propagates it to the members with the agent); empty: none")
@@ -197,6 +199,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("--max-series %d: must be positive", o.maxSeries)
 	case o.maxFlows < 1:
 		return fmt.Errorf("--max-flows %d: must be positive", o.maxFlows)
+	case o.modelPairs < 1:
+		return fmt.Errorf("--metrics-workload-pairs %d: must be positive", o.modelPairs)
 	case o.maxMessageBytes < 1024 || o.maxMessageBytes > estimator.MaxMessageBytesLimit:
 		return fmt.Errorf("--otlp-max-message-bytes %d: must be between 1024 and %d", o.maxMessageBytes, estimator.MaxMessageBytesLimit)
 	case !(o.qps > 0) || math.IsInf(float64(o.qps), 0):
@@ -311,21 +315,22 @@ func run(ctx context.Context, o *options) error {
 		Aggregator: aggregate.AggregatorConfig{
 			Window: o.window, MaxSeries: o.maxSeries, MaxFlows: o.maxFlows, SeriesTTL: o.seriesTTL, MaxClockSkew: o.maxClockSkew,
 		},
-		Publish:         estimator.PublishPolicy{ValidFor: o.validFor, RelativeChange: o.relativeChange},
-		PublishInterval: o.publishInterval,
-		OTLPAddress:     o.otlpAddress,
-		TLS:             o.tls,
-		MaxMessageBytes: o.maxMessageBytes,
-		HealthAddress:   o.healthAddress,
-		MetricsHandler:  prov.PrometheusHandler(),
-		Meter:           prov.MeterProvider.Meter(estimator.ScopeName),
-		LeaseNamespace:  o.leaseNamespace,
-		LeaseName:       o.leaseName,
-		MatrixConfigMap: matrixAt(o.matrixConfigMap),
-		Identity:        o.identity,
-		LeaseDuration:   o.leaseDuration,
-		RenewDeadline:   o.renewDeadline,
-		RetryPeriod:     o.retryPeriod,
+		Publish:            estimator.PublishPolicy{ValidFor: o.validFor, RelativeChange: o.relativeChange},
+		PublishInterval:    o.publishInterval,
+		OTLPAddress:        o.otlpAddress,
+		TLS:                o.tls,
+		MaxMessageBytes:    o.maxMessageBytes,
+		HealthAddress:      o.healthAddress,
+		MetricsHandler:     prov.PrometheusHandler(),
+		Meter:              prov.MeterProvider.Meter(estimator.ScopeName),
+		ModelWorkloadPairs: o.modelPairs,
+		LeaseNamespace:     o.leaseNamespace,
+		LeaseName:          o.leaseName,
+		MatrixConfigMap:    matrixAt(o.matrixConfigMap),
+		Identity:           o.identity,
+		LeaseDuration:      o.leaseDuration,
+		RenewDeadline:      o.renewDeadline,
+		RetryPeriod:        o.retryPeriod,
 	})
 	if err != nil {
 		return err

@@ -1,7 +1,8 @@
 // Package events tells operators why flowplace's plugins placed a binding:
 // one Kubernetes Event per scheduling attempt on the ResourceBinding, with
 // the clusters LatencyBudget excluded (and why) and each cluster's expected
-// cost from TrafficLocality, cheapest first.
+// cost from TrafficLocality, cheapest first; and the same decisions as
+// metrics (metrics.go), for dashboards.
 //
 // Karmada calls Filter and Score once per cluster and NormalizeScore without
 // the binding, so no single call sees a whole attempt. The Recorder collects
@@ -17,10 +18,12 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/flowplace/flowplace/scheduler-plugin/latencybudget"
 	"github.com/flowplace/flowplace/scheduler-plugin/model"
 	"github.com/flowplace/flowplace/scheduler-plugin/trafficlocality"
 )
@@ -47,9 +50,10 @@ type UIDs func(model.Key) (types.UID, bool)
 // concurrent use; the zero value is not usable (use New). A nil *Recorder
 // records nothing.
 type Recorder struct {
-	rec  record.EventRecorder
-	uids UIDs
-	now  func() time.Time
+	rec     record.EventRecorder
+	uids    UIDs
+	now     func() time.Time
+	metrics *decisionMetrics
 
 	mu      sync.Mutex
 	pending map[model.Key]*attempt
@@ -60,35 +64,46 @@ type Recorder struct {
 // Event then describes the last attempt rather than listing clusters twice.
 type attempt struct {
 	last     time.Time
-	excluded map[string]string
+	excluded map[string]latencybudget.Verdict
 	scored   map[string]trafficlocality.Result
 }
 
-type exclusion struct{ cluster, reason string }
+type exclusion struct {
+	cluster, reason string
+	cause           latencybudget.Cause
+}
 
 type score struct {
 	cluster string
 	res     trafficlocality.Result
 }
 
-// New returns a Recorder writing through rec. uids may be nil; now nil
-// means time.Now.
-func New(rec record.EventRecorder, uids UIDs, now func() time.Time) *Recorder {
+// New returns a Recorder writing Events through rec (nil: none) and the
+// decision metrics to meter (nil: none). uids may be nil; now nil means
+// time.Now.
+func New(rec record.EventRecorder, uids UIDs, now func() time.Time, meter metric.Meter) (*Recorder, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Recorder{rec: rec, uids: uids, now: now, pending: map[model.Key]*attempt{}}
+	r := &Recorder{rec: rec, uids: uids, now: now, pending: map[model.Key]*attempt{}}
+	if meter != nil {
+		var err error
+		if r.metrics, err = newDecisionMetrics(meter); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
 }
 
-// Excluded records that LatencyBudget excluded cluster for k.
-func (r *Recorder) Excluded(k model.Key, cluster, reason string) {
+// Excluded records that LatencyBudget excluded cluster for k with v.
+func (r *Recorder) Excluded(k model.Key, cluster string, v latencybudget.Verdict) {
 	if r == nil {
 		return
 	}
 	r.mu.Lock()
 	a := r.attempt(k)
 	delete(a.scored, cluster)
-	a.excluded[cluster] = reason
+	a.excluded[cluster] = v
 	r.mu.Unlock()
 }
 
@@ -107,7 +122,7 @@ func (r *Recorder) Scored(k model.Key, cluster string, res trafficlocality.Resul
 func (r *Recorder) attempt(k model.Key) *attempt {
 	a := r.pending[k]
 	if a == nil {
-		a = &attempt{excluded: map[string]string{}, scored: map[string]trafficlocality.Result{}}
+		a = &attempt{excluded: map[string]latencybudget.Verdict{}, scored: map[string]trafficlocality.Result{}}
 		r.pending[k] = a
 	}
 	a.last = r.now()
@@ -129,7 +144,7 @@ func (r *Recorder) Run(ctx context.Context) {
 }
 
 // Flush writes an Event for every attempt quiet for Quiet (all of them when
-// force is set) and returns how many it wrote.
+// force is set), counts it in the metrics, and returns how many it wrote.
 func (r *Recorder) Flush(force bool) int {
 	now := r.now()
 	r.mu.Lock()
@@ -146,8 +161,8 @@ func (r *Recorder) Flush(force bool) int {
 	for i, k := range done {
 		a := attempts[i]
 		var excluded []exclusion
-		for c, reason := range a.excluded {
-			excluded = append(excluded, exclusion{c, reason})
+		for c, v := range a.excluded {
+			excluded = append(excluded, exclusion{c, v.Reason, v.Cause})
 		}
 		slices.SortFunc(excluded, func(x, y exclusion) int { return strings.Compare(x.cluster, y.cluster) })
 		var scored []score
@@ -155,7 +170,10 @@ func (r *Recorder) Flush(force bool) int {
 			scored = append(scored, score{c, res})
 		}
 		slices.SortFunc(scored, func(x, y score) int { return strings.Compare(x.cluster, y.cluster) })
-		r.rec.Event(r.reference(k), corev1.EventTypeNormal, Reason, message(excluded, scored))
+		r.metrics.record(excluded, scored)
+		if r.rec != nil {
+			r.rec.Event(r.reference(k), corev1.EventTypeNormal, Reason, message(excluded, scored))
+		}
 	}
 	return len(done)
 }

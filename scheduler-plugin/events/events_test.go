@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 
+	lb "github.com/flowplace/flowplace/scheduler-plugin/latencybudget"
 	"github.com/flowplace/flowplace/scheduler-plugin/model"
 	tl "github.com/flowplace/flowplace/scheduler-plugin/trafficlocality"
 )
@@ -41,13 +42,13 @@ func TestMessage(t *testing.T) {
 		{
 			name:     "costs, a cluster without RTT, and an exclusion",
 			scored:   []score{cost("a", 5), neutral("x", tl.ReasonUnknownCluster)},
-			excluded: []exclusion{{"far", "p90 RTT 160ms to peer shop/db exceeds the budget 100ms"}},
+			excluded: []exclusion{{"far", "p90 RTT 160ms to peer shop/db exceeds the budget 100ms", lb.CausePeerOverBudget}},
 			want: "TrafficLocality expected cost (B/s*ms): a 5; TrafficLocality neutral: cluster not in the latency matrix: x; " +
 				"LatencyBudget excluded far: p90 RTT 160ms to peer shop/db exceeds the budget 100ms",
 		},
 		{
 			name:     "only exclusions (every cluster filtered out)",
-			excluded: []exclusion{{"a", "r1"}, {"b", "r2"}},
+			excluded: []exclusion{{"a", "r1", lb.CausePeerOverBudget}, {"b", "r2", lb.CauseClientOverBudget}},
 			want:     "LatencyBudget excluded a: r1; LatencyBudget excluded b: r2",
 		},
 	} {
@@ -59,7 +60,7 @@ func TestMessage(t *testing.T) {
 	}
 	var long []exclusion
 	for range 50 {
-		long = append(long, exclusion{"member-ap-northeast-1", strings.Repeat("é", 20)})
+		long = append(long, exclusion{"member-ap-northeast-1", strings.Repeat("é", 20), lb.CausePeerOverBudget})
 	}
 	if got := message(long, nil); len(got) > MaxMessage || !strings.HasSuffix(got, "...") || !strings.HasPrefix(got, "LatencyBudget excluded member-ap-northeast-1: éé") {
 		t.Errorf("long message not cut to %d bytes: %d %q", MaxMessage, len(got), got[len(got)-10:])
@@ -73,13 +74,16 @@ func TestFlush(t *testing.T) {
 	fake.IncludeObject = true
 	web := model.KeyFor("shop", "Deployment", "web")
 	role := model.Key{Name: "admin-clusterrole"}
-	r := New(fake, func(k model.Key) (types.UID, bool) { return types.UID("uid-" + k.Name), k == web }, func() time.Time { return now })
+	r, err := New(fake, func(k model.Key) (types.UID, bool) { return types.UID("uid-" + k.Name), k == web }, func() time.Time { return now }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	r.Scored(web, "a", tl.Result{Cost: 10, Reason: tl.ReasonCost})
 	r.Scored(web, "b", tl.Result{Cost: 5, Reason: tl.ReasonCost})
 	// A second attempt right after the first: its verdicts replace the
 	// first's, cluster by cluster.
-	r.Excluded(web, "b", "too far")
+	r.Excluded(web, "b", lb.Verdict{Reason: "too far", Cause: lb.CausePeerOverBudget})
 	r.Scored(web, "a", tl.Result{Cost: 10, Reason: tl.ReasonCost})
 	now = now.Add(Quiet / 2)
 	r.Scored(role, "a", tl.Result{Reason: tl.ReasonNoTraffic})
@@ -106,13 +110,13 @@ func TestFlush(t *testing.T) {
 	}
 	var none *Recorder
 	none.Scored(web, "a", tl.Result{})
-	none.Excluded(web, "a", "x")
+	none.Excluded(web, "a", lb.Verdict{Reason: "x"})
 }
 
 // BenchmarkScored is what recording adds to each Score call in the
 // adapter (100 clusters per attempt, one attempt pending).
 func BenchmarkScored(b *testing.B) {
-	r := New(record.NewFakeRecorder(1), nil, nil)
+	r, _ := New(record.NewFakeRecorder(1), nil, nil, nil)
 	k := model.KeyFor("shop", "Deployment", "web")
 	clusters := make([]string, 100)
 	for i := range clusters {
@@ -131,7 +135,7 @@ func BenchmarkScored(b *testing.B) {
 // written (off the Score path, in Run's goroutine).
 func BenchmarkAttempt(b *testing.B) {
 	fake := record.NewFakeRecorder(1)
-	r := New(fake, nil, nil)
+	r, _ := New(fake, nil, nil, nil)
 	k := model.KeyFor("shop", "Deployment", "web")
 	clusters := make([]string, 100)
 	for i := range clusters {

@@ -57,7 +57,7 @@ func (l *LatencyBudget) Filter(_ context.Context, spec *workv1alpha2.ResourceBin
 		return nil
 	}
 	klog.V(4).InfoS("LatencyBudget excluded cluster", "binding", k, "cluster", cluster.Name, "reason", v.Reason)
-	l.ev.Excluded(k, cluster.Name, v.Reason)
+	l.ev.Excluded(k, cluster.Name, v)
 	return framework.NewResult(framework.Unschedulable, v.Reason)
 }
 

@@ -40,7 +40,20 @@ type Verdict struct {
 	// Reason explains the verdict. Constant strings on the common paths,
 	// so that passing a cluster allocates nothing.
 	Reason string
+	// Cause classifies an exclusion (empty when Fit), for metrics.
+	Cause Cause
 }
+
+// Cause is why a cluster was excluded, as a bounded metric attribute value.
+type Cause string
+
+const (
+	CausePeerOverBudget   Cause = "peer_over_budget"
+	CauseClientOverBudget Cause = "client_over_budget"
+	// CauseMissingData: the profile is strict and data to judge is
+	// missing or stale.
+	CauseMissingData Cause = "missing_data"
+)
 
 // Source gives the current snapshot.
 type Source interface {
@@ -135,7 +148,7 @@ func (p *Plugin) Filter(w model.Key, cluster string) Verdict {
 		}
 		checked++
 		if int64(best) > budgetUs {
-			return Verdict{Reason: fmt.Sprintf("%s %s from %s to the nearest replica of peer %s (in %s) exceeds the budget %s",
+			return Verdict{Cause: CausePeerOverBudget, Reason: fmt.Sprintf("%s %s from %s to the nearest replica of peer %s (in %s) exceeds the budget %s",
 				rttKind(q, bestEst), usDur(best), cluster, e.Name, s.ClusterName(bestCluster), budget)}
 		}
 	}
@@ -153,7 +166,7 @@ func (p *Plugin) Filter(w model.Key, cluster string) Verdict {
 		}
 		checked++
 		if int64(v) > budgetUs {
-			return Verdict{Reason: fmt.Sprintf("%s %s from client cluster %s to %s exceeds the budget %s",
+			return Verdict{Cause: CauseClientOverBudget, Reason: fmt.Sprintf("%s %s from client cluster %s to %s exceeds the budget %s",
 				rttKind(q, est), usDur(v), s.ClusterName(k.Cluster), cluster, budget)}
 		}
 	}
@@ -171,7 +184,7 @@ func (p *Plugin) Filter(w model.Key, cluster string) Verdict {
 // missing is the verdict when data needed to judge is absent.
 func (p *Plugin) missing(why string) Verdict {
 	if p.args.Strict {
-		return Verdict{Reason: "strict: " + why}
+		return Verdict{Cause: CauseMissingData, Reason: "strict: " + why}
 	}
 	return Verdict{Fit: true, Reason: "fail open: " + why}
 }

@@ -331,7 +331,7 @@ func TestFilterNoSnapshot(t *testing.T) {
 		t.Errorf("got %+v", v)
 	}
 	args.Strict = true
-	if v := New(&h, args, nil).Filter(frontend, euw1); v.Fit {
+	if v := New(&h, args, nil).Filter(frontend, euw1); v.Fit || v.Cause != CauseMissingData {
 		t.Errorf("strict without a model: got %+v", v)
 	}
 }
@@ -343,7 +343,7 @@ func TestRejectionReason(t *testing.T) {
 	args.DefaultBudget = 100 * time.Millisecond
 	v := New(&h, args, func() time.Time { return t0 }).Filter(frontend, apne1)
 	want := "p90 RTT 233.64ms from member-ap-northeast-1 to the nearest replica of peer shop/cart-deployment (in member-eu-west-1) exceeds the budget 100ms"
-	if v.Fit || v.Reason != want {
+	if v.Fit || v.Reason != want || v.Cause != CausePeerOverBudget {
 		t.Errorf("got %+v, want reason %q", v, want)
 	}
 	in := baseInputs()

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -32,6 +34,7 @@ import (
 	"github.com/flowplace/flowplace/scheduler-plugin/latencybudget"
 	"github.com/flowplace/flowplace/scheduler-plugin/source"
 	"github.com/flowplace/flowplace/scheduler-plugin/trafficlocality"
+	"github.com/flowplace/flowplace/telemetry"
 )
 
 const (
@@ -57,6 +60,10 @@ type Options struct {
 	SchedulerName  string
 	Kubeconfig     string
 	Master         string
+	// MeterProvider receives the decision metrics; nil means OTel's
+	// global provider (which the scheduler binary sets to its Prometheus
+	// registry, see scheduler-plugin/karmada).
+	MeterProvider metric.MeterProvider
 }
 
 // OptionsFrom reads the process's flags and environment.
@@ -116,8 +123,8 @@ type Runtime struct {
 	Source          *source.Source
 	LatencyBudget   *latencybudget.Plugin
 	TrafficLocality *trafficlocality.Plugin
-	// Events records each scheduling attempt's verdicts as an Event on the
-	// binding; nil (records nothing) when recordEvents is false.
+	// Events records each scheduling attempt's verdicts in the decision
+	// metrics and, when recordEvents is true, as an Event on the binding.
 	Events *events.Recorder
 }
 
@@ -161,6 +168,7 @@ func New(ctx context.Context, o Options) (*Runtime, error) {
 		LatencyBudget:   latencybudget.New(src, c.LatencyBudget, nil),
 		TrafficLocality: trafficlocality.New(src, c.TrafficLocality, nil),
 	}
+	var rec record.EventRecorder
 	if c.RecordEvents {
 		cs, err := kubernetes.NewForConfig(rc)
 		if err != nil {
@@ -174,9 +182,16 @@ func New(ctx context.Context, o Options) (*Runtime, error) {
 			<-ctx.Done()
 			b.Shutdown()
 		}()
-		rt.Events = events.New(b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: c.SchedulerName}), src.BindingUID, nil)
-		go rt.Events.Run(ctx)
+		rec = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: c.SchedulerName})
 	}
+	mp := o.MeterProvider
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if rt.Events, err = events.New(rec, src.BindingUID, nil, mp.Meter(telemetry.ScopeScheduler)); err != nil {
+		return nil, fmt.Errorf("flowplace: decision metrics: %w", err)
+	}
+	go rt.Events.Run(ctx)
 	klog.InfoS("flowplace plugins ready", "schedulerName", c.SchedulerName,
 		"latencyBudget", c.LatencyBudget.Enabled, "trafficLocality", c.TrafficLocality.Enabled, "events", c.RecordEvents,
 		"clusters", src.Snapshot().NumClusters(), "workloads", src.Snapshot().NumWorkloads())

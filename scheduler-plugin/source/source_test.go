@@ -253,7 +253,7 @@ func TestInformerBackedPlugins(t *testing.T) {
 		// the ResourceBinding (found by UID) sums it up.
 		for _, c := range all {
 			if v := rt.LatencyBudget.Filter(frontend, c); !v.Fit {
-				rt.Events.Excluded(frontend, c, v.Reason)
+				rt.Events.Excluded(frontend, c, v)
 				continue
 			}
 			rt.Events.Scored(frontend, c, rt.TrafficLocality.Score(frontend, c))

@@ -80,6 +80,29 @@ func (r Reason) String() string {
 	return "unknown"
 }
 
+// Class is the reason as a bounded metric attribute value.
+func (r Reason) Class() string {
+	switch r {
+	case ReasonCost:
+		return "cost"
+	case ReasonDisabled:
+		return "disabled"
+	case ReasonNoSnapshot:
+		return "no_snapshot"
+	case ReasonNoTraffic:
+		return "no_traffic"
+	case ReasonStaleTraffic:
+		return "stale_traffic"
+	case ReasonZeroTraffic:
+		return "zero_traffic"
+	case ReasonUnknownCluster:
+		return "unknown_cluster"
+	case ReasonMissingRTT:
+		return "missing_rtt"
+	}
+	return "unknown"
+}
+
 // Result is one Score outcome.
 type Result struct {
 	// Raw is what Karmada's Score returns (see RawNeutral).
