@@ -99,6 +99,9 @@ func NewRecorder(meter metric.Meter, maxSeries int) (*Recorder, error) {
 		return nil, fmt.Errorf("create %s: %w", MetricSeriesOverflow, err)
 	}
 	r.overflow = newSeries([]attribute.KeyValue{AttrOverflow.Bool(true)})
+	// 0 until the limit is reached: an alert on its rate sees 0, not
+	// no data.
+	r.overflowed.Add(context.Background(), 0)
 	return r, nil
 }
 

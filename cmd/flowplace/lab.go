@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -31,6 +32,7 @@ type labOptions struct {
 	withAPI  bool
 	kube     bool
 	routing  time.Duration
+	metrics  string
 }
 
 func newLabCommand() *cobra.Command {
@@ -68,6 +70,7 @@ one was killed. Needs root and a kernel with BTF.`,
 	f.Float64Var(&o.scale, "scale", 0.1, "scale of the default profile's published RTTs (0 to 1]")
 	f.StringVarP(&o.output, "output", "o", "table", "report format: table or json")
 	f.IntVar(&o.uiPort, "ui-port", 0, "serve the live dashboard on 127.0.0.1:PORT (0: off)")
+	f.StringVar(&o.metrics, "metrics-address", "", "serve every component's Prometheus metrics on HOST:PORT/metrics, for the Grafana dashboards in charts/flowplace/dashboards (empty: off)")
 	f.Float64Var(&o.rate, "rate", 5, "entry requests per second from each cluster")
 	f.BoolVar(&o.kube, "kubernetes", false, "run the shop as Deployments and Services in real member clusters (API server, controller manager, scheduler and a kubelet node each, images built here) with the agent as a DaemonSet; run it in the repository")
 	f.BoolVar(&o.withAPI, "with-apiserver", false, "run the real estimator publishing into a real Karmada host API server (built from Go modules on first use, ~9 min)")
@@ -80,6 +83,8 @@ func (o *labOptions) resolve(ctx context.Context) (*lab.Profile, error) {
 		return nil, fmt.Errorf("lab: --output %q: must be table or json", o.output)
 	case o.uiPort < 0 || o.uiPort > 65535:
 		return nil, fmt.Errorf("lab: --ui-port %d: not a port", o.uiPort)
+	case o.metrics != "" && !validHostPort(o.metrics):
+		return nil, fmt.Errorf("lab: --metrics-address %q: want HOST:PORT", o.metrics)
 	case o.rate <= 0 || o.rate > 100:
 		return nil, fmt.Errorf("lab: --rate %g: want (0, 100] requests per second", o.rate)
 	}
@@ -113,6 +118,23 @@ func runLab(ctx context.Context, stdout, stderr io.Writer, o labOptions) error {
 	// before the machine is changed.
 	if err := lab.Preflight(&opts); err != nil {
 		return err
+	}
+	if o.metrics != "" {
+		tel, err := lab.NewTelemetry(ctx)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", o.metrics)
+		if err != nil {
+			return fmt.Errorf("lab: --metrics-address: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", tel.Handler())
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		opts.Telemetry = tel
+		fmt.Fprintf(stderr, "lab: metrics on http://%s/metrics\n", ln.Addr())
 	}
 	if o.uiPort != 0 {
 		var mu sync.Mutex
@@ -242,4 +264,13 @@ func printReport(out io.Writer, r *lab.Report) {
 			fmt.Fprintf(out, "  %s\n", p.Reasons[p.Recommended])
 		}
 	}
+}
+
+func validHostPort(hp string) bool {
+	_, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
 }

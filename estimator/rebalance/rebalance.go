@@ -643,6 +643,15 @@ func (m *metrics) init(meter metric.Meter) error {
 		metric.WithDescription("Expected saving rate of each advised or requested move")); err != nil {
 		return fmt.Errorf("create %s: %w", telemetry.MetricRebalanceSaving, err)
 	}
+	// Every known value at 0, so that a dashboard or an alert sees 0
+	// rather than no data before the first occurrence.
+	ctx := context.Background()
+	for _, r := range []string{ReasonNoResource, ReasonUnknownCluster, ReasonNoTraffic, ReasonDivided, ReasonOtherScheduler, ReasonUnbound} {
+		m.skipped.Add(ctx, 0, metric.WithAttributes(telemetry.AttrRebalanceReason.String(r)))
+	}
+	for _, o := range []string{OutcomeDryRun, OutcomeRequested, OutcomeBelowNoise, OutcomeCooldown, OutcomeCap, OutcomeGroupOverCap, OutcomeCapacity, OutcomeNotMember, OutcomeError} {
+		m.advice.Add(ctx, 0, metric.WithAttributes(telemetry.AttrRebalanceOutcome.String(o)))
+	}
 	pending, err := meter.Int64ObservableGauge(telemetry.MetricRebalancePending, metric.WithUnit(telemetry.UnitWorkloads),
 		metric.WithDescription("Workloads whose move advice is accumulating saving"))
 	if err != nil {

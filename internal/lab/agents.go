@@ -128,11 +128,13 @@ func (w *World) StartAgents(ctx context.Context, endpoint string, interval time.
 		a.provider, err = telemetry.NewProvider(ctx, telemetry.Config{
 			Resource: []attribute.KeyValue{telemetry.AttrClusterUID.String(ClusterUID(c.Name)),
 				telemetry.AttrClusterName.String(c.Name), telemetry.AttrNodeName.String(c.Name + "-node")},
-			OTLP: telemetry.OTLPConfig{Endpoint: endpoint, Insecure: true, Interval: interval, Timeout: 5 * time.Second},
+			OTLP:       telemetry.OTLPConfig{Endpoint: endpoint, Insecure: true, Interval: interval, Timeout: 5 * time.Second},
+			Prometheus: w.opts.Telemetry != nil,
 		})
 		if err != nil {
 			return fmt.Errorf("lab: telemetry for %s: %w", c.Name, err)
 		}
+		w.opts.Telemetry.add("agent/"+c.Name, a.provider.Gatherer())
 		rec, err := telemetry.NewRecorder(a.provider.Meter(), 0)
 		if err != nil {
 			return err

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"go.opentelemetry.io/otel/metric"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -38,11 +39,12 @@ var (
 type apiServerEstimator struct {
 	cp     *controlplane.ControlPlane
 	est    *estimator.Estimator
+	meter  metric.Meter // nil without Telemetry
 	cancel context.CancelFunc
 	done   chan error
 }
 
-func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []string, capacity Capacity, placement map[string]string) (_ *apiServerEstimator, err error) {
+func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []string, capacity Capacity, placement map[string]string, tel *Telemetry) (_ *apiServerEstimator, err error) {
 	dir, err := os.MkdirTemp("", "flowplace-lab-crds")
 	if err != nil {
 		return nil, err
@@ -117,7 +119,16 @@ func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []stri
 			return nil, fmt.Errorf("lab: ResourceBinding of %s: %w", s.Name, err)
 		}
 	}
-	a.est, err = estimator.New(estimator.Config{REST: host.RESTConfig, OTLPAddress: "127.0.0.1:0", PublishInterval: 2 * time.Second})
+	ecfg := estimator.Config{REST: host.RESTConfig, OTLPAddress: "127.0.0.1:0", PublishInterval: 2 * time.Second}
+	if tel != nil {
+		p, err := tel.provider(ctx, "estimator")
+		if err != nil {
+			return nil, err
+		}
+		ecfg.Meter = p.MeterProvider.Meter(estimator.ScopeName)
+		a.meter = ecfg.Meter
+	}
+	a.est, err = estimator.New(ecfg)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +176,7 @@ func (a *apiServerEstimator) advise(ctx context.Context, app *demo.App, placemen
 	now := time.Now()
 	adv, err := rebalance.New(a.cp.Host.Dynamic, a.cp.Host.Client, rebalance.Config{
 		Interval: time.Minute, MoveCost: time.Second, MinRounds: 2, MaxMoves: len(app.Services),
-		SchedulerName: labSchedulerName, Component: "flowplace-lab", Now: func() time.Time { return now }})
+		SchedulerName: labSchedulerName, Component: "flowplace-lab", Now: func() time.Time { return now }, Meter: a.meter})
 	if err != nil {
 		return AdvisorReport{}, nil, err
 	}

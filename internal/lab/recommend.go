@@ -6,6 +6,7 @@ import (
 	"github.com/flowplace/flowplace/estimator/aggregate"
 	"github.com/flowplace/flowplace/internal/lab/demo"
 	"github.com/flowplace/flowplace/scheduler-plugin/config"
+	"github.com/flowplace/flowplace/scheduler-plugin/events"
 	"github.com/flowplace/flowplace/scheduler-plugin/latencybudget"
 	"github.com/flowplace/flowplace/scheduler-plugin/model"
 	"github.com/flowplace/flowplace/scheduler-plugin/trafficlocality"
@@ -24,8 +25,10 @@ type Scored struct {
 // and where the others still run (before). It returns the placement and the
 // scores each service was placed with.
 //
-// clusterOf names the cluster of a UID in snap.
-func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capacity Capacity, before map[string]string, clusterOf func(uid string) string) (map[string]string, map[string]Scored, error) {
+// clusterOf names the cluster of a UID in snap. decisions, when not nil,
+// records each attempt as the scheduler's decision metrics.
+func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capacity Capacity, before map[string]string, clusterOf func(uid string) string,
+	decisions *events.Recorder) (map[string]string, map[string]Scored, error) {
 	cfg := config.Default()
 	now := snap.Now
 	valid := now.Add(time.Minute)
@@ -90,8 +93,10 @@ func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capac
 		score := trafficlocality.New(&h, cfg.TrafficLocality, clock)
 		var fit []string
 		for _, c := range cands {
-			if filter.Filter(key(svc), c).Fit {
+			if v := filter.Filter(key(svc), c); v.Fit {
 				fit = append(fit, c)
+			} else {
+				decisions.Excluded(key(svc), c, v)
 			}
 		}
 		if len(fit) == 0 {
@@ -99,7 +104,12 @@ func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capac
 		}
 		raw := make([]int64, len(fit))
 		for i, c := range fit {
-			raw[i] = score.Score(key(svc), c).Raw
+			r := score.Score(key(svc), c)
+			decisions.Scored(key(svc), c, r)
+			raw[i] = r.Raw
+		}
+		if decisions != nil {
+			decisions.Flush(true)
 		}
 		score.Normalize(raw)
 		out := Scored{Scores: map[string]int64{}, Reasons: map[string]string{}}

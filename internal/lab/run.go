@@ -15,6 +15,7 @@ import (
 	"github.com/flowplace/flowplace/internal/lab/demo"
 	"github.com/flowplace/flowplace/internal/lab/ui"
 	"github.com/flowplace/flowplace/internal/probe"
+	"github.com/flowplace/flowplace/scheduler-plugin/events"
 	"github.com/flowplace/flowplace/world/controlplane"
 	"github.com/flowplace/flowplace/world/wan"
 )
@@ -36,6 +37,9 @@ type RunOptions struct {
 	// Kubernetes runs the lab on real member clusters with kubelet nodes
 	// (KubeWorld) instead of processes in network namespaces (World).
 	Kubernetes bool
+	// Telemetry, when set, serves every component's Prometheus metrics
+	// (Telemetry.Handler) for the dashboards.
+	Telemetry *Telemetry
 	// RoutingDuration is the routing phase's measured time, split between
 	// kube-proxy-style balancing and flowplace's routing; 0 skips the
 	// phase. The process world only.
@@ -175,7 +179,7 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 		capacity[c] = (len(app.Services)+len(clusters)-1)/len(clusters) + 1
 	}
 	var w labWorld
-	wopts := Options{Profile: opts.Profile, App: app, Executable: opts.Executable, Progress: opts.Progress}
+	wopts := Options{Profile: opts.Profile, App: app, Executable: opts.Executable, Progress: opts.Progress, Telemetry: opts.Telemetry}
 	if opts.Kubernetes {
 		w, err = NewKubeWorld(ctx, wopts)
 	} else {
@@ -219,7 +223,7 @@ func Run(ctx context.Context, opts RunOptions) (_ *Report, err error) {
 	var snk sink
 	if opts.WithAPIServer {
 		publish("[2/6] starting a Karmada API server and the estimator")
-		a, err := startAPIServerEstimator(ctx, app, clusters, capacity, before)
+		a, err := startAPIServerEstimator(ctx, app, clusters, capacity, before, opts.Telemetry)
 		if err != nil {
 			return nil, err
 		}
@@ -294,7 +298,11 @@ func finish(ctx context.Context, opts RunOptions, w labWorld, app *demo.App, clu
 	// The scheduler plugins' scores of each cluster with the other
 	// services where the plan puts them: what Karmada's scheduler weighs
 	// when the advisor's WorkloadRebalancer has it re-place a service.
-	_, scored, err := Recommend(app, snapBefore, clusters, capacity, after, w.ClusterOf)
+	var decisions *events.Recorder
+	if opts.Telemetry != nil {
+		decisions = opts.Telemetry.decisions
+	}
+	_, scored, err := Recommend(app, snapBefore, clusters, capacity, after, w.ClusterOf, decisions)
 	if err != nil {
 		return nil, err
 	}

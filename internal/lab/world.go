@@ -36,6 +36,8 @@ type Options struct {
 	Executable string
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
+	// Telemetry, when set, serves the agents' Prometheus metrics too.
+	Telemetry *Telemetry
 }
 
 // World is the running lab: clusters as network namespaces behind the WAN

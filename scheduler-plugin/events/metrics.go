@@ -42,6 +42,16 @@ func newDecisionMetrics(meter metric.Meter) (*decisionMetrics, error) {
 			return nil, fmt.Errorf("create %s: %w", c.name, err)
 		}
 	}
+	// Every bounded value at 0, so that dashboards and alerts see 0
+	// rather than no data before the first occurrence (clusters are not
+	// known up front).
+	ctx := context.Background()
+	for r := trafficlocality.ReasonDisabled; r <= trafficlocality.ReasonMissingRTT; r++ {
+		m.neutral.Add(ctx, 0, metric.WithAttributes(telemetry.AttrSchedulerReason.String(r.Class())))
+	}
+	for _, o := range []string{OutcomeCosted, OutcomeNeutral, OutcomeExcluded} {
+		m.attempts.Add(ctx, 0, metric.WithAttributes(telemetry.AttrSchedulerOutcome.String(o)))
+	}
 	var err error
 	// A spread of 1 means every priced cluster costs the same: the
 	// choice did not matter. Buckets up to 1000x, the range of

@@ -90,8 +90,20 @@ func TestDecisionMetrics(t *testing.T) {
 					}
 				}
 			}
-			if len(got) != len(tc.want) {
+			nonZero := 0
+			for _, v := range got {
+				if v != 0 {
+					nonZero++
+				}
+			}
+			if nonZero != len(tc.want) {
 				t.Errorf("series %v, want %v", got, tc.want)
+			}
+			// The bounded values exist from the start, at 0.
+			for _, k := range []string{telemetry.MetricSchedulerNeutral + "/stale_traffic", telemetry.MetricSchedulerAttempts + "/" + OutcomeExcluded} {
+				if _, ok := got[k]; !ok {
+					t.Errorf("%s not initialized", k)
+				}
 			}
 			for k, v := range tc.want {
 				if got[k] != v {

@@ -9,10 +9,10 @@ import (
 	"os"
 
 	"github.com/karmada-io/karmada/cmd/scheduler/app"
+	"go.opentelemetry.io/otel"
 	"k8s.io/component-base/cli"
 	"k8s.io/component-base/logs"
 	_ "k8s.io/component-base/logs/json/register" // --logging-format=json, as upstream
-	"go.opentelemetry.io/otel"
 	controllerruntime "sigs.k8s.io/controller-runtime"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
