@@ -3,6 +3,8 @@
 {{- define "flowplace.estimator.name" -}}flowplace-estimator{{- end -}}
 {{- define "flowplace.scheduler.name" -}}flowplace-scheduler{{- end -}}
 {{- define "flowplace.agent.name" -}}flowplace-agent{{- end -}}
+{{- define "flowplace.collector.name" -}}flowplace-collector{{- end -}}
+{{- define "flowplace.dashboards.name" -}}flowplace-dashboards{{- end -}}
 
 {{/* The Secret holding a component's kubeconfig of the karmada-apiserver.
 The estimator's is the addon's <addon>-config (key karmada.config), the
@@ -108,4 +110,9 @@ clusterAffinity:
 {{/* Non-empty when the agent exports OTLP over mTLS. */}}
 {{- define "flowplace.agent.tls" -}}
 {{- if and .Values.agent.otlp.endpoint (not .Values.agent.otlp.insecure) }}true{{ end -}}
+{{- end -}}
+
+{{/* Non-empty when the agents export through a collector gateway per member. */}}
+{{- define "flowplace.collector.enabled" -}}
+{{- if and .Values.collector.enabled .Values.agent.enabled .Values.agent.otlp.endpoint }}true{{ end -}}
 {{- end -}}
