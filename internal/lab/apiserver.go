@@ -44,7 +44,12 @@ type apiServerEstimator struct {
 	done   chan error
 }
 
-func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []string, capacity Capacity, placement map[string]string, tel *Telemetry) (_ *apiServerEstimator, err error) {
+// StartKarmadaHost starts a Karmada host API server (kube-apiserver and
+// etcd from the test harness's binaries) with Karmada's and flowplace's
+// CRDs, the clusters registered as Karmada Clusters (capacity in CPU, the
+// running services allocated) and a ResourceBinding per service of app
+// where placement runs it: what the estimator needs to publish for them.
+func StartKarmadaHost(ctx context.Context, app *demo.App, clusters []string, capacity Capacity, placement map[string]string) (_ *controlplane.ControlPlane, err error) {
 	dir, err := os.MkdirTemp("", "flowplace-lab-crds")
 	if err != nil {
 		return nil, err
@@ -66,10 +71,9 @@ func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []stri
 	if err != nil {
 		return nil, fmt.Errorf("lab: API server: %w", err)
 	}
-	a := &apiServerEstimator{cp: cp}
 	defer func() {
 		if err != nil {
-			a.stop()
+			cp.Stop()
 		}
 	}()
 	host := cp.Host
@@ -119,6 +123,21 @@ func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []stri
 			return nil, fmt.Errorf("lab: ResourceBinding of %s: %w", s.Name, err)
 		}
 	}
+	return cp, nil
+}
+
+func startAPIServerEstimator(ctx context.Context, app *demo.App, clusters []string, capacity Capacity, placement map[string]string, tel *Telemetry) (_ *apiServerEstimator, err error) {
+	cp, err := StartKarmadaHost(ctx, app, clusters, capacity, placement)
+	if err != nil {
+		return nil, err
+	}
+	a := &apiServerEstimator{cp: cp}
+	defer func() {
+		if err != nil {
+			a.stop()
+		}
+	}()
+	host := cp.Host
 	ecfg := estimator.Config{REST: host.RESTConfig, OTLPAddress: "127.0.0.1:0", PublishInterval: 2 * time.Second}
 	if tel != nil {
 		p, err := tel.provider(ctx, "estimator")

@@ -5,6 +5,7 @@ package otlptest
 import (
 	"context"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -59,6 +60,13 @@ func (r *Receiver) Export(ctx context.Context, req *colmetricpb.ExportMetricsSer
 	r.headers = append(r.headers, md)
 	r.mu.Unlock()
 	return &colmetricpb.ExportMetricsServiceResponse{}, nil
+}
+
+// Recorded returns the export requests in the order they arrived.
+func (r *Receiver) Recorded() []*colmetricpb.ExportMetricsServiceRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.requests)
 }
 
 // Requests returns how many exports arrived.
