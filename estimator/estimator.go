@@ -333,7 +333,7 @@ func (e *Estimator) lead(lctx context.Context) error {
 	l, t := e.pub.resume(e.agg, e.agg.Now())
 	klog.InfoS("Resumed from published objects", "clusterLatencies", l, "workloadTraffics", t)
 
-	srv, err := NewGRPCServer(e.agg, e.cfg.TLS, e.cfg.MaxMessageBytes, e.metrics)
+	srv, err := newGRPCServer(e.agg, e.cfg.TLS, e.cfg.MaxMessageBytes, e.metrics)
 	if err != nil {
 		return err
 	}

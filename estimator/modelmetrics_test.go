@@ -1,10 +1,14 @@
 package estimator
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -87,4 +91,77 @@ func TestModelView(t *testing.T) {
 	if telemetry.ModelWorkloadPairs < 1 {
 		t.Fatal("no default bound")
 	}
+}
+
+// TestModelSeriesAtFleetScale counts the model's series at 100 clusters
+// and 10,000 workloads (5 peers each, every pair measured), read through
+// the OTel SDK: the bound telemetry/names.go documents.
+func TestModelSeriesAtFleetScale(t *testing.T) {
+	const clusters, workloads, peers = 100, 10_000, 5
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	name := func(i int) string { return fmt.Sprintf("member-%03d", i) }
+	var built []desired
+	for s := range clusters {
+		cl := &v1.ClusterLatency{ObjectMeta: metav1.ObjectMeta{Name: name(s)}}
+		for d := range clusters {
+			cl.Status.Peers = append(cl.Status.Peers, v1.PeerLatency{Cluster: name(d), P50Microseconds: 1000, P90Microseconds: 2000, P99Microseconds: 3000, LastSampleTime: metav1.NewTime(now)})
+		}
+		built = append(built, desired{obj: cl})
+	}
+	for w := range workloads {
+		wt := &v1.WorkloadTraffic{ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("team-%d", w%50), Name: fmt.Sprintf("w%d-deployment", w)},
+			Spec: v1.WorkloadTrafficSpec{Workload: v1.WorkloadReference{Kind: "Deployment", Name: fmt.Sprintf("w%d", w)}}}
+		for p := range peers {
+			src, dst := name(w%clusters), name((w+p)%clusters)
+			wt.Status.Peers = append(wt.Status.Peers, v1.PeerTraffic{
+				Workload:       &v1.PeerWorkloadReference{Kind: "Deployment", Namespace: "team-0", Name: fmt.Sprintf("w%d", (w+p+1)%workloads)},
+				BytesPerSecond: int64(1000 + w*peers + p),
+				Clusters:       []v1.ClusterPairTraffic{{SourceCluster: src, DestinationCluster: dst, TrafficRates: v1.TrafficRates{BytesPerSecond: int64(1000 + w*peers + p)}}},
+			})
+		}
+		built = append(built, desired{obj: wt})
+	}
+	inAPI := map[string][]*unstructured.Unstructured{"ClusterLatency": nil, "WorkloadTraffic": nil}
+	start := time.Now()
+	v := buildModelView(built, inAPI, now, telemetry.ModelWorkloadPairs)
+	took := time.Since(start)
+
+	reader := sdkmetric.NewManualReader()
+	// The estimator's limit (cmd/flowplace-estimator --metrics-max-series).
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithCardinalityLimit(telemetry.ModelSeriesLimit))
+	m := &selfMetrics{}
+	if err := m.registerModelMetrics(mp.Meter(ScopeName)); err != nil {
+		t.Fatal(err)
+	}
+	m.model.Store(v)
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	total := 0
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			n := len(mt.Data.(metricdata.Gauge[float64]).DataPoints)
+			got[mt.Name] = n
+			total += n
+		}
+	}
+	pairs := telemetry.ModelWorkloadPairs + 1
+	want := map[string]int{
+		telemetry.MetricClusterRTT:                  3 * clusters * clusters,
+		telemetry.MetricClusterTraffic:              clusters * peers, // the pairs that carry traffic here
+		telemetry.MetricWorkloadTraffic:             pairs,
+		telemetry.MetricWorkloadCrossClusterTraffic: pairs,
+		telemetry.MetricDataAge:                     clusters,
+		telemetry.MetricObjectsPublished:            4,
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("%s: %d series, want %d", k, got[k], n)
+		}
+	}
+	// At most: every cluster pair carrying traffic.
+	t.Logf("model series at %d clusters x %d workloads (%d workload pairs): %d in all (%v); bound with every cluster pair carrying traffic: %d; view built in %s",
+		clusters, workloads, workloads*peers, total, got, 3*clusters*clusters+clusters*clusters+clusters+2*pairs+4, took.Round(time.Millisecond))
 }

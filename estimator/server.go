@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -264,8 +265,21 @@ const MaxMessageBytesLimit = 64 << 20
 // NewGRPCServer returns a gRPC server serving the OTLP MetricsService on
 // agg. maxMessageBytes bounds one request (and with it the memory a single
 // hostile request can claim); <= 0 means 16 MiB, at most
-// MaxMessageBytesLimit.
-func NewGRPCServer(agg *aggregate.Aggregator, t ServerTLS, maxMessageBytes int, m *selfMetrics) (*grpc.Server, error) {
+// MaxMessageBytesLimit. meter, when not nil, receives the receiver's and
+// the aggregator's metrics (as an Estimator's, without the model, which
+// only a publishing leader has).
+func NewGRPCServer(agg *aggregate.Aggregator, t ServerTLS, maxMessageBytes int, meter metric.Meter) (*grpc.Server, error) {
+	m := noopMetrics()
+	if meter != nil {
+		var err error
+		if m, err = newSelfMetrics(meter, agg); err != nil {
+			return nil, err
+		}
+	}
+	return newGRPCServer(agg, t, maxMessageBytes, m)
+}
+
+func newGRPCServer(agg *aggregate.Aggregator, t ServerTLS, maxMessageBytes int, m *selfMetrics) (*grpc.Server, error) {
 	if maxMessageBytes <= 0 {
 		maxMessageBytes = 16 << 20
 	}

@@ -168,6 +168,12 @@ const (
 	UnitRatio       = "1"
 )
 
+// ModelSeriesLimit is the estimator's default limit of series per
+// instrument: the model of 100 fully meshed clusters (3 x 100^2 RTT series,
+// the largest instrument) and its workload pairs, with room. Beyond it the
+// SDK folds series into one marked AttrOverflow.
+const ModelSeriesLimit = 50_000
+
 // ModelWorkloadPairs is the default bound on the workload pairs the
 // estimator exports (MetricWorkloadTraffic), heaviest first. 1,000 pairs
 // cover the pairs that carry most bytes in any application the placement

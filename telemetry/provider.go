@@ -53,6 +53,11 @@ type Config struct {
 	// MaxSeries is also applied as the SDK's cardinality limit per
 	// instrument; <= 0 means DefaultMaxSeries.
 	MaxSeries int
+	// CardinalityLimit, when > 0, is the SDK's limit of series per
+	// instrument instead (the estimator's, whose model metrics have their
+	// own bounds); beyond it the SDK folds series into one marked
+	// otel.metric.overflow.
+	CardinalityLimit int
 }
 
 // Provider is a configured meter provider with its exporters.
@@ -114,10 +119,13 @@ func NewProvider(ctx context.Context, cfg Config) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry resource: %w", err)
 	}
+	limit := 2*maxSeries + 1 // overflow, retransmit and direction variants per series
+	if cfg.CardinalityLimit > 0 {
+		limit = cfg.CardinalityLimit
+	}
 	opts := []sdkmetric.Option{
 		sdkmetric.WithResource(res),
-		// Overflow, retransmit and direction variants per series.
-		sdkmetric.WithCardinalityLimit(2*maxSeries + 1),
+		sdkmetric.WithCardinalityLimit(limit),
 		sdkmetric.WithView(sdkmetric.NewView(
 			sdkmetric.Instrument{Name: MetricRTT},
 			sdkmetric.Stream{Aggregation: sdkmetric.AggregationBase2ExponentialHistogram{MaxSize: 160, MaxScale: 20}},

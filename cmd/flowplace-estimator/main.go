@@ -45,6 +45,7 @@ type options struct {
 	maxSeries       int
 	maxFlows        int
 	modelPairs      int
+	metricsSeries   int
 	seriesTTL       time.Duration
 	maxClockSkew    time.Duration
 	leaseNamespace  string
@@ -124,6 +125,7 @@ served on --health-address.`,
 	f.Float64Var(&o.relativeChange, "relative-change", 0.1, "relative change of a value that is worth a write")
 	f.IntVar(&o.maxSeries, "max-series", 2_000_000, "input series tracked at most; points of new series beyond it are rejected")
 	f.IntVar(&o.maxFlows, "max-flows", 500_000, "(workload, peer, cluster pair) aggregates at most")
+	f.IntVar(&o.metricsSeries, "metrics-max-series", telemetry.ModelSeriesLimit, "series per metric at most (the model's RTT has 3 per cluster pair); beyond it series fold into one marked otel.metric.overflow")
 	f.IntVar(&o.modelPairs, "metrics-workload-pairs", telemetry.ModelWorkloadPairs, "workload pairs exported as metrics, heaviest first (the rest in one overflow series)")
 	f.DurationVar(&o.seriesTTL, "series-ttl", 10*time.Minute, "forget input series not reported for this long; older points are refused")
 	f.DurationVar(&o.maxClockSkew, "max-clock-skew", aggregate.DefaultMaxClockSkew, "refuse points stamped further than this ahead of the estimator's clock")
@@ -199,6 +201,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("--max-series %d: must be positive", o.maxSeries)
 	case o.maxFlows < 1:
 		return fmt.Errorf("--max-flows %d: must be positive", o.maxFlows)
+	case o.metricsSeries < 1:
+		return fmt.Errorf("--metrics-max-series %d: must be positive", o.metricsSeries)
 	case o.modelPairs < 1:
 		return fmt.Errorf("--metrics-workload-pairs %d: must be positive", o.modelPairs)
 	case o.maxMessageBytes < 1024 || o.maxMessageBytes > estimator.MaxMessageBytesLimit:
@@ -298,8 +302,9 @@ func run(ctx context.Context, o *options) error {
 	}
 	host, _ := os.Hostname()
 	prov, err := telemetry.NewProvider(ctx, telemetry.Config{
-		Resource:   []attribute.KeyValue{attribute.String("service.name", "flowplace-estimator"), attribute.String("host.name", host)},
-		Prometheus: true,
+		Resource:         []attribute.KeyValue{attribute.String("service.name", "flowplace-estimator"), attribute.String("host.name", host)},
+		Prometheus:       true,
+		CardinalityLimit: o.metricsSeries,
 	})
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)

@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -127,4 +128,67 @@ func attrs(s attribute.Set) string {
 		out += kv.Value.Emit()
 	}
 	return out
+}
+
+// TestDecisionSeriesAtFleetScale counts the decision metrics' series after
+// attempts over 100 clusters that hit every verdict: bounded by the
+// clusters (exclusions by cause, preferred), not by the workloads.
+func TestDecisionSeriesAtFleetScale(t *testing.T) {
+	const clusters, workloads = 100, 10_000
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	r, err := New(nil, nil, nil, mp.Meter(telemetry.ScopeScheduler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	causes := []lb.Cause{lb.CausePeerOverBudget, lb.CauseClientOverBudget, lb.CauseMissingData}
+	for w := range workloads {
+		k := model.KeyFor("team", "Deployment", fmt.Sprintf("w%d", w))
+		for c := range clusters {
+			name := fmt.Sprintf("member-%03d", c)
+			switch {
+			case c == w%clusters: // the cheapest, so every cluster is preferred by some
+				r.Scored(k, name, tl.Result{Cost: 1, Reason: tl.ReasonCost})
+			case (w+c)%4 == 0:
+				r.Excluded(k, name, lb.Verdict{Reason: "x", Cause: causes[(w/4+c)%3]})
+			case (w+c)%4 == 1:
+				r.Scored(k, name, tl.Result{Reason: tl.Reason(1 + (w+c)%7)})
+			default:
+				r.Scored(k, name, tl.Result{Cost: float64(2 + (w*c)%97), Reason: tl.ReasonCost})
+			}
+		}
+		r.Flush(true)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	total := 0
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			n := 0
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				n = len(d.DataPoints)
+			case metricdata.Histogram[float64]:
+				n = len(d.DataPoints)
+			}
+			got[m.Name] = n
+			total += n
+		}
+	}
+	want := map[string]int{
+		telemetry.MetricSchedulerAttempts:   3,
+		telemetry.MetricSchedulerNeutral:    7,
+		telemetry.MetricSchedulerPreferred:  clusters,
+		telemetry.MetricSchedulerExclusions: clusters * len(causes),
+		telemetry.MetricSchedulerCostSpread: 1,
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("%s: %d series, want %d", k, got[k], n)
+		}
+	}
+	t.Logf("decision series at %d clusters after %d attempts: %d (%v); the histogram's one series has 12 buckets", clusters, workloads, total, got)
 }

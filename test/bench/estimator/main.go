@@ -22,6 +22,7 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -33,6 +34,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"go.opentelemetry.io/otel/metric"
 	colmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	common "go.opentelemetry.io/proto/otlp/common/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
@@ -45,6 +48,8 @@ import (
 	"github.com/flowplace/flowplace/estimator"
 	"github.com/flowplace/flowplace/estimator/aggregate"
 	"github.com/flowplace/flowplace/telemetry"
+	"github.com/flowplace/flowplace/test/bench/benchenv"
+	"github.com/flowplace/flowplace/test/collectortest"
 )
 
 var (
@@ -310,6 +315,7 @@ func run() error {
 		reqBytes += len(reqs[a].buf)
 		points += reqs[a].points
 	}
+	fmt.Println(benchenv.Machine())
 	fmt.Printf("workload: %d agents x %d series = %d series over %d clusters; %d points, %.1f MiB per round (%.0f bytes/point)\n",
 		*agents, *series, points, *clusters, points, float64(reqBytes)/(1<<20), float64(reqBytes)/float64(points))
 
@@ -341,50 +347,11 @@ func run() error {
 			srv.Stop()
 		}
 	}()
-	var cc []*grpc.ClientConn
-	for range *conns {
-		c, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{}), grpc.MaxCallSendMsgSize(64<<20)))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		cc = append(cc, c)
+	d, err := newDriver(ln.Addr().String(), reqs, &clock, t0)
+	if err != nil {
+		return err
 	}
-	method := "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
-	var rejected atomic.Int64
-	send := func(s int, a int) error {
-		var resp colmetrics.ExportMetricsServiceResponse
-		if err := cc[s%len(cc)].Invoke(context.Background(), method, reqs[a].buf, &resp); err != nil {
-			return fmt.Errorf("export of agent %d: %w", a, err)
-		}
-		rejected.Add(resp.GetPartialSuccess().GetRejectedDataPoints())
-		return nil
-	}
-	// One round: every agent exports once, senders in parallel.
-	roundOf := func(round uint64) error {
-		clock.set(round, t0)
-		var wg sync.WaitGroup
-		errs := make(chan error, *senders)
-		for s := range *senders {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for a := s; a < len(reqs); a += *senders {
-					if round > 0 {
-						reqs[a].advance(round, t0)
-					}
-					if err := send(s, a); err != nil {
-						errs <- err
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		return <-errs
-	}
+	roundOf, rejected := d.round, &d.rejected
 	// Warm-up: the first round creates every series.
 	start := time.Now()
 	if err := roundOf(0); err != nil {
@@ -426,9 +393,7 @@ func run() error {
 	// state, aggregates, interned names), measured as the live heap with
 	// the aggregator minus the live heap once it is dropped.
 	srv.Stop()
-	for _, c := range cc {
-		c.Close()
-	}
+	d.close()
 	heapWith := heap()
 	runtime.KeepAlive(agg)
 	agg, srv = nil, nil
@@ -442,8 +407,137 @@ func run() error {
 	fmt.Printf("baseline (one core, same requests): proto.Unmarshal alone %.0f points/s; estimator ingest %.0f points/s (%.1fx)\n",
 		base.unmarshal, base.ingest, base.ingest/base.unmarshal)
 	fmt.Printf("goal: >= 1000000 points/s (%.2fx of goal), <= 1024 bytes/series\n", pps/1e6)
-	fmt.Printf("estimator-bench: points_per_s=%.0f bytes_per_series=%.0f\n", pps, perSeries)
+
+	// The same requests in the same run: the estimator with its metrics
+	// exported and scraped, the real OpenTelemetry Collector's OTLP
+	// receiver to a no-op exporter (what a user would put there instead),
+	// and the estimator without exports again (the spread of two equal
+	// runs is the noise the ratios stand against).
+	round := rounds
+	on, round, err := estimatorRun(reqs, t0, round, true)
+	if err != nil {
+		return fmt.Errorf("estimator with exports: %w", err)
+	}
+	col, round, err := collectorRun(reqs, t0, round)
+	if err != nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	off, _, err := estimatorRun(reqs, t0, round, false)
+	if err != nil {
+		return fmt.Errorf("estimator without exports: %w", err)
+	}
+	offMean := (pps + off) / 2
+	fmt.Printf("exports: estimator %.0f points/s with its metrics exported (Prometheus, gathered and encoded every %s), %.0f and %.0f without (runs 1 and 4; spread %.1f%%): %.3fx\n",
+		on, scrapeEvery, pps, off, 100*math.Abs(pps-off)/offMean, on/offMean)
+	fmt.Printf("collector: OpenTelemetry Collector (collector/, v0.165) otlp receiver -> nop exporter, no processors: %.0f points/s; the estimator with exports decodes, validates and aggregates at %.2fx its rate\n",
+		col, on/col)
+	fmt.Printf("estimator-bench: points_per_s=%.0f bytes_per_series=%.0f exports_on_ratio=%.3f collector_points_per_s=%.0f vs_collector=%.2f\n",
+		pps, perSeries, on/offMean, col, on/col)
 	return nil
+}
+
+// scrapeEvery is how often the exports-on run gathers the estimator's
+// metrics (a Prometheus scraping every 15 s costs 15 times less).
+const scrapeEvery = time.Second
+
+// estimatorRun measures a fresh estimator receiver on the requests, after
+// a warm-up round that creates the series, with or without its metrics.
+func estimatorRun(reqs []agentReq, t0, round uint64, exports bool) (float64, uint64, error) {
+	points := 0
+	for _, r := range reqs {
+		points += r.points
+	}
+	var clock roundClock
+	clock.set(round, t0)
+	agg := aggregate.NewAggregator(aggregate.AggregatorConfig{MaxSeries: 4 * points, MaxFlows: 4 * points, Now: clock.now})
+	var meter metric.Meter
+	stop := make(chan struct{})
+	defer close(stop)
+	if exports {
+		prov, err := telemetry.NewProvider(context.Background(), telemetry.Config{Prometheus: true})
+		if err != nil {
+			return 0, round, err
+		}
+		defer prov.Shutdown(context.Background())
+		meter = prov.MeterProvider.Meter(estimator.ScopeName)
+		go func() {
+			t := time.NewTicker(scrapeEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					mfs, _ := prov.Gatherer().Gather()
+					enc := expfmt.NewEncoder(io.Discard, expfmt.NewFormat(expfmt.TypeTextPlain))
+					for _, mf := range mfs {
+						_ = enc.Encode(mf)
+					}
+				}
+			}
+		}()
+	}
+	srv, err := estimator.NewGRPCServer(agg, estimator.ServerTLS{}, 64<<20, meter)
+	if err != nil {
+		return 0, round, err
+	}
+	defer srv.Stop()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, round, err
+	}
+	go func() { _ = srv.Serve(ln) }()
+	return drive(ln.Addr().String(), reqs, &clock, t0, round)
+}
+
+// collectorRun measures the real collector's receiver on the requests.
+func collectorRun(reqs []agentReq, t0, round uint64) (float64, uint64, error) {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "flowplace-bench-collector")
+	if err != nil {
+		return 0, round, err
+	}
+	defer os.RemoveAll(dir)
+	bin, err := collectortest.Build(ctx, dir)
+	if err != nil {
+		return 0, round, err
+	}
+	otlp, err := collectortest.FreeAddr()
+	if err != nil {
+		return 0, round, err
+	}
+	health, err := collectortest.FreeAddr()
+	if err != nil {
+		return 0, round, err
+	}
+	p, err := collectortest.Start(ctx, bin, collectortest.NopConfig(otlp, health), health, dir)
+	if err != nil {
+		return 0, round, err
+	}
+	defer p.Stop()
+	var clock roundClock
+	return drive(otlp, reqs, &clock, t0, round)
+}
+
+// drive sends a warm-up round, then sustains rounds for *duration.
+func drive(addr string, reqs []agentReq, clock *roundClock, t0, round uint64) (float64, uint64, error) {
+	d, err := newDriver(addr, reqs, clock, t0)
+	if err != nil {
+		return 0, round, err
+	}
+	defer d.close()
+	round++
+	if err := d.round(round); err != nil {
+		return 0, round, err
+	}
+	pps, round, err := d.sustain(round)
+	if err != nil {
+		return 0, round, err
+	}
+	if *verifyAll && d.rejected.Load() != 0 {
+		return 0, round, fmt.Errorf("%d points rejected", d.rejected.Load())
+	}
+	return pps, round, nil
 }
 
 type baselineResult struct{ unmarshal, ingest float64 }
@@ -490,4 +584,81 @@ func baseline(sample []agentReq) baselineResult {
 	}
 	ing := float64(reps*pts) / time.Since(start).Seconds()
 	return baselineResult{unmarshal: unm, ingest: ing}
+}
+
+// driver sends rounds of the agents' requests to one OTLP receiver.
+type driver struct {
+	cc       []*grpc.ClientConn
+	reqs     []agentReq
+	clock    *roundClock
+	t0       uint64
+	rejected atomic.Int64
+}
+
+func newDriver(addr string, reqs []agentReq, clock *roundClock, t0 uint64) (*driver, error) {
+	d := &driver{reqs: reqs, clock: clock, t0: t0}
+	for range *conns {
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{}), grpc.MaxCallSendMsgSize(64<<20)))
+		if err != nil {
+			d.close()
+			return nil, err
+		}
+		d.cc = append(d.cc, c)
+	}
+	return d, nil
+}
+
+func (d *driver) close() {
+	for _, c := range d.cc {
+		c.Close()
+	}
+}
+
+const exportMethod = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+
+// round: every agent exports once, senders in parallel. Round numbers only
+// grow (the requests' cumulative values and times advance with them).
+func (d *driver) round(round uint64) error {
+	d.clock.set(round, d.t0)
+	var wg sync.WaitGroup
+	errs := make(chan error, *senders)
+	for s := range *senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for a := s; a < len(d.reqs); a += *senders {
+				if round > 0 {
+					d.reqs[a].advance(round, d.t0)
+				}
+				var resp colmetrics.ExportMetricsServiceResponse
+				if err := d.cc[s%len(d.cc)].Invoke(context.Background(), exportMethod, d.reqs[a].buf, &resp); err != nil {
+					errs <- fmt.Errorf("export of agent %d: %w", a, err)
+					return
+				}
+				d.rejected.Add(resp.GetPartialSuccess().GetRejectedDataPoints())
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// sustain sends rounds first+1, first+2, ... for at least *duration and
+// returns the points acknowledged per second and the last round.
+func (d *driver) sustain(first uint64) (float64, uint64, error) {
+	points := 0
+	for _, r := range d.reqs {
+		points += r.points
+	}
+	start := time.Now()
+	round := first
+	for time.Since(start) < *duration {
+		round++
+		if err := d.round(round); err != nil {
+			return 0, round, err
+		}
+	}
+	return float64(points) * float64(round-first) / time.Since(start).Seconds(), round, nil
 }
