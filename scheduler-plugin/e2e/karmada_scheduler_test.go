@@ -8,7 +8,9 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,9 +135,10 @@ profiles:
 		t.Fatal(err)
 	}
 	defer logFile.Close()
+	metricsAddr := "127.0.0.1:" + freePort(t)
 	cmd := exec.Command(bin, "--kubeconfig="+kubeconfig, "--scheduler-name="+schedulerName,
 		"--leader-elect=true", "--leader-elect-resource-name=flowplace-scheduler", "--leader-elect-resource-namespace=karmada-system",
-		"--metrics-bind-address=127.0.0.1:"+freePort(t), "--health-probe-bind-address=127.0.0.1:"+freePort(t), "-v=4")
+		"--metrics-bind-address="+metricsAddr, "--health-probe-bind-address=127.0.0.1:"+freePort(t), "-v=4")
 	cmd.Env = append(os.Environ(), "FLOWPLACE_SCHEDULER_CONFIG="+cfgPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
@@ -225,6 +228,31 @@ profiles:
 		t.Errorf("FlowplacePlacement event on web-deployment: %q", msg)
 	} else {
 		t.Logf("event: %s", msg)
+	}
+
+	// The attempts as decision metrics on the scheduler's own /metrics:
+	// web's exclusion of Tokyo (client over budget) and its preference.
+	wantSeries := []string{
+		`flowplace_scheduler_exclusions_total{flowplace_scheduler_reason="client_over_budget",k8s_cluster_name="` + apne1 + `"`,
+		`flowplace_scheduler_preferred_total{k8s_cluster_name="` + usw2 + `"`,
+		`flowplace_scheduler_attempts_total{flowplace_scheduler_outcome="costed"`,
+	}
+	var exposition string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if exposition = string(b); !slices.ContainsFunc(wantSeries, func(w string) bool { return !strings.Contains(exposition, w) }) {
+			break
+		}
+	}
+	for _, w := range wantSeries {
+		if !strings.Contains(exposition, w) {
+			t.Errorf("scheduler /metrics lacks %s", w)
+		}
 	}
 
 	// The scheduler's own log shows the plugins ran: flowplace's ready
