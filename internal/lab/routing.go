@@ -350,6 +350,9 @@ func runRouting(ctx context.Context, w *World, fleet *aggregate.Snapshot, d time
 	if err := w.Replicate(ctx); err != nil {
 		return nil, err
 	}
+	if err := w.exportRouting(ctx); err != nil {
+		return nil, err
+	}
 	if err := w.Route(w.uniformTables()); err != nil {
 		return nil, err
 	}
@@ -454,4 +457,26 @@ func busiestCallee(w *World) string {
 		}
 	}
 	return best
+}
+
+// exportRouting exports each cluster's routing counters to the lab's
+// Telemetry (none without one), as the agents' routing controller does.
+func (w *World) exportRouting(ctx context.Context) error {
+	tel := w.opts.Telemetry
+	if tel == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	services := map[netip.AddrPort]routing.ServiceRef{}
+	for name, vip := range w.vips {
+		services[vip] = routing.ServiceRef{Namespace: w.opts.App.Namespace, Name: name}
+	}
+	clusters := w.ClusterNames()
+	for _, c := range clusters {
+		if err := tel.addRouting(ctx, c, &routing.DatapathSource{Datapath: w.routers[c], Services: services, Clusters: clusters}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 
+	"github.com/flowplace/flowplace/internal/routing"
 	"github.com/flowplace/flowplace/scheduler-plugin/events"
 	"github.com/flowplace/flowplace/telemetry"
 )
@@ -45,9 +46,9 @@ func NewTelemetry(ctx context.Context) (*Telemetry, error) {
 
 // provider is a Prometheus-only meter provider for component name
 // (replacing an earlier one of that name: agents restart between phases).
-func (t *Telemetry) provider(ctx context.Context, name string) (*telemetry.Provider, error) {
+func (t *Telemetry) provider(ctx context.Context, name string, res ...attribute.KeyValue) (*telemetry.Provider, error) {
 	p, err := telemetry.NewProvider(ctx, telemetry.Config{Prometheus: true,
-		Resource: []attribute.KeyValue{semconv.ServiceName("flowplace-" + name)}})
+		Resource: append([]attribute.KeyValue{semconv.ServiceName("flowplace-" + name)}, res...)})
 	if err != nil {
 		return nil, fmt.Errorf("lab: metrics of %s: %w", name, err)
 	}
@@ -85,4 +86,17 @@ func (t *Telemetry) Gather() ([]*dto.MetricFamily, error) {
 // Handler serves Gather in Prometheus' exposition formats.
 func (t *Telemetry) Handler() http.Handler {
 	return promhttp.HandlerFor(t, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// addRouting exports the routing metrics of one cluster's datapath, as
+// that cluster's agents would (their k8s.cluster.name on every series).
+func (t *Telemetry) addRouting(ctx context.Context, cluster string, src routing.MetricsSource) error {
+	p, err := t.provider(ctx, "routing/"+cluster, telemetry.AttrClusterName.String(cluster), telemetry.AttrNodeName.String(cluster+"-node"))
+	if err != nil {
+		return err
+	}
+	if err := routing.RegisterMetrics(p.Meter(), src); err != nil {
+		return fmt.Errorf("lab: routing metrics of %s: %w", cluster, err)
+	}
+	return nil
 }

@@ -1,7 +1,7 @@
 // Package dashboards_test runs every query of the shipped Grafana dashboards
 // in Prometheus' PromQL engine against a TSDB filled by scraping a short
-// `flowplace lab` run: the real agents, estimator and scheduler plugins'
-// decisions, as a fleet's Prometheus scrapes them.
+// `flowplace lab` run: the real agents, estimator, scheduler plugins'
+// decisions and routing datapaths, as a fleet's Prometheus scrapes them.
 package dashboards_test
 
 import (
@@ -48,11 +48,6 @@ var noData = map[string]string{
 	"Clusters excluded by LatencyBudget": "the lab's profile sets no latency budget",
 }
 
-// noDataDashboards are dashboards the lab run does not feed.
-var noDataDashboards = map[string]string{
-	"routing.json": "the lab's routing phase programs the datapath directly, without the agents' routing controller that exports these",
-}
-
 func TestDashboardQueriesOnLabData(t *testing.T) {
 	probetest.RequireKernel(t)
 	wan.Require(t)
@@ -80,7 +75,8 @@ func TestDashboardQueriesOnLabData(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	rep, err := lab.Run(ctx, lab.RunOptions{Profile: prof, Duration: 20 * time.Second, Executable: buildCLI(t), WithAPIServer: true, Telemetry: tel})
+	rep, err := lab.Run(ctx, lab.RunOptions{Profile: prof, Duration: 20 * time.Second, RoutingDuration: 10 * time.Second,
+		Executable: buildCLI(t), WithAPIServer: true, Telemetry: tel})
 	stop()
 	wg.Wait()
 	if err != nil {
@@ -116,8 +112,6 @@ func TestDashboardQueriesOnLabData(t *testing.T) {
 		if err := json.Unmarshal(raw, &d); err != nil {
 			t.Fatalf("%s: %v", file, err)
 		}
-		_, fed := noDataDashboards[file]
-		fed = !fed
 		// Variables: label_values(metric, label) must find values.
 		for _, v := range d.Templating.List {
 			if v.Query == nil || v.Query.String == nil {
@@ -128,7 +122,7 @@ func TestDashboardQueriesOnLabData(t *testing.T) {
 				continue
 			}
 			vec := instant(t, engine, db, m[1], end)
-			if fed && !slices.ContainsFunc(vec, func(s promql.Sample) bool { return s.Metric.Get(m[2]) != "" }) {
+			if !slices.ContainsFunc(vec, func(s promql.Sample) bool { return s.Metric.Get(m[2]) != "" }) {
 				t.Errorf("%s variable %s: %s has no series with %s", file, v.Name, m[1], m[2])
 			}
 		}
@@ -152,7 +146,7 @@ func TestDashboardQueriesOnLabData(t *testing.T) {
 					series = rangeLast(t, engine, db, expr, start, end)
 				}
 				frames[q.Ref] = series
-				if _, why := noData[title]; why || !fed {
+				if _, why := noData[title]; why {
 					continue
 				}
 				if len(series) == 0 {
@@ -165,9 +159,6 @@ func TestDashboardQueriesOnLabData(t *testing.T) {
 						t.Errorf("%s / %s [%s]: legend label %s on no series: %v", file, title, q.Ref, l, series)
 					}
 				}
-			}
-			if !fed {
-				continue
 			}
 			for _, tr := range p.Panel.Transformations {
 				if tr.Id != "groupingToMatrix" {
