@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/flowplace/flowplace/internal/lab/labtest"
 	"github.com/flowplace/flowplace/internal/lab/ui"
 	"github.com/flowplace/flowplace/internal/probe"
 	"github.com/flowplace/flowplace/internal/probe/probetest"
@@ -30,7 +31,7 @@ func TestRunImprovesPlacement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Run(context.Background(), RunOptions{Profile: prof, Duration: 30 * time.Second, RoutingDuration: 10 * time.Second, Executable: buildCLI(t), Progress: os.Stderr})
+	rep, err := Run(context.Background(), RunOptions{Profile: prof, Duration: 30 * time.Second, RoutingDuration: 10 * time.Second, Executable: labtest.BuildCLI(t), Progress: os.Stderr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func TestRunWithAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Run(context.Background(), RunOptions{Profile: prof, Duration: 20 * time.Second, Executable: buildCLI(t), WithAPIServer: true})
+	rep, err := Run(context.Background(), RunOptions{Profile: prof, Duration: 20 * time.Second, Executable: labtest.BuildCLI(t), WithAPIServer: true})
 	if err != nil {
 		t.Fatal(err)
 	}

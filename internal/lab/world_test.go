@@ -3,28 +3,18 @@ package lab
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/flowplace/flowplace/internal/lab/demo"
+	"github.com/flowplace/flowplace/internal/lab/labtest"
 	"github.com/flowplace/flowplace/internal/probe"
 	"github.com/flowplace/flowplace/internal/probe/probetest"
 	"github.com/flowplace/flowplace/telemetry"
 	"github.com/flowplace/flowplace/test/otlptest"
 	"github.com/flowplace/flowplace/world/wan"
 )
-
-func buildCLI(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "flowplace")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/flowplace/flowplace/cmd/flowplace")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build flowplace: %v\n%s", err, b)
-	}
-	return out
-}
 
 // The demo app runs as real processes in the clusters, and clients far from
 // the entry service see the WAN's RTT in their request latency.
@@ -37,7 +27,7 @@ func TestWorldPlacesAndLoads(t *testing.T) {
 	}
 	ctx := context.Background()
 	recv := otlptest.Start(t) // stops after the world, which flushes into it
-	w, err := NewWorld(ctx, Options{Profile: prof, App: demo.Shop(), Executable: buildCLI(t), Progress: os.Stderr})
+	w, err := NewWorld(ctx, Options{Profile: prof, App: demo.Shop(), Executable: labtest.BuildCLI(t), Progress: os.Stderr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +158,7 @@ func TestCollectorMeasuresInjectedRTT(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(col.Close)
-	w, err := NewWorld(ctx, Options{Profile: prof, App: demo.Shop(), Executable: buildCLI(t)})
+	w, err := NewWorld(ctx, Options{Profile: prof, App: demo.Shop(), Executable: labtest.BuildCLI(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

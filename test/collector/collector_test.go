@@ -7,7 +7,6 @@ package collector_test
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"reflect"
 	"sync"
 	"testing"
@@ -23,6 +22,7 @@ import (
 	"github.com/flowplace/flowplace/estimator/aggregate"
 	"github.com/flowplace/flowplace/internal/lab"
 	"github.com/flowplace/flowplace/internal/lab/demo"
+	"github.com/flowplace/flowplace/internal/lab/labtest"
 	"github.com/flowplace/flowplace/internal/probe/probetest"
 	"github.com/flowplace/flowplace/test/collectortest"
 	"github.com/flowplace/flowplace/test/otlptest"
@@ -60,7 +60,7 @@ func TestCollectorPathPublishesTheSameObjects(t *testing.T) {
 	place := map[string]string{"frontend": "us-east-1", "catalog": "eu-west-1", "cart": "ap-northeast-1",
 		"recommend": "eu-west-1", "checkout": "us-east-1", "pricing": "us-east-1", "inventory": "eu-west-1"}
 	recv := otlptest.Start(t)
-	w, err := lab.NewWorld(ctx, lab.Options{Profile: prof, App: app, Executable: buildCLI(t)})
+	w, err := lab.NewWorld(ctx, lab.Options{Profile: prof, App: app, Executable: labtest.BuildCLI(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,16 +220,6 @@ func published(t *testing.T, cp *controlplane.ControlPlane, gvr schema.GroupVers
 	out := map[string]string{}
 	for _, o := range l.Items {
 		out[o.GetNamespace()+"/"+o.GetName()] = fmt.Sprint(o.Object["spec"], o.Object["status"])
-	}
-	return out
-}
-
-func buildCLI(t *testing.T) string {
-	t.Helper()
-	out := t.TempDir() + "/flowplace"
-	cmd := exec.Command("go", "build", "-o", out, "github.com/flowplace/flowplace/cmd/flowplace")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build flowplace: %v\n%s", err, b)
 	}
 	return out
 }

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -34,6 +33,7 @@ import (
 
 	"github.com/flowplace/flowplace/internal/dashboards"
 	"github.com/flowplace/flowplace/internal/lab"
+	"github.com/flowplace/flowplace/internal/lab/labtest"
 	"github.com/flowplace/flowplace/internal/probe/probetest"
 	"github.com/flowplace/flowplace/world/wan"
 )
@@ -76,7 +76,7 @@ func TestDashboardQueriesOnLabData(t *testing.T) {
 	}
 	start := time.Now()
 	rep, err := lab.Run(ctx, lab.RunOptions{Profile: prof, Duration: 20 * time.Second, RoutingDuration: 10 * time.Second,
-		Executable: buildCLI(t), WithAPIServer: true, Telemetry: tel})
+		Executable: labtest.BuildCLI(t), WithAPIServer: true, Telemetry: tel})
 	stop()
 	wg.Wait()
 	if err != nil {
@@ -429,14 +429,4 @@ func (s *scraper) lastWith(name string) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.last[name]
-}
-
-func buildCLI(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "flowplace")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/flowplace/flowplace/cmd/flowplace")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build flowplace: %v\n%s", err, b)
-	}
-	return out
 }
