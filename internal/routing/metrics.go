@@ -209,14 +209,15 @@ func (d *DatapathSource) Ejections() map[string]int64 {
 		return nil
 	}
 	clusterOf := map[netip.AddrPort]string{}
+	out := map[string]int64{} // every cluster with a backend, 0 until one is ejected
 	for _, tiers := range d.Datapath.Tables() {
 		for _, tier := range tiers {
 			for _, b := range tier {
 				clusterOf[b.Addr] = d.cluster(b.Cluster)
+				out[d.cluster(b.Cluster)] += 0
 			}
 		}
 	}
-	out := map[string]int64{}
 	for a, h := range health {
 		if cl, ok := clusterOf[a]; ok {
 			out[cl] += int64(h.Ejections)

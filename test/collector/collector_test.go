@@ -7,7 +7,10 @@ package collector_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"reflect"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -176,6 +179,23 @@ func TestCollectorPathPublishesTheSameObjects(t *testing.T) {
 	ds, rs := direct.Aggregator().Stats(), relayed.Aggregator().Stats()
 	if !reflect.DeepEqual(ds, rs) || ds.Ingested == 0 {
 		t.Fatalf("aggregates differ: direct %+v, relayed %+v", ds, rs)
+	}
+
+	// The gateway's Prometheus export carries the agents' metrics under
+	// the names and labels the dashboards query (what a fleet scraping
+	// the gateways instead of the agents sees).
+	resp, err := http.Get("http://" + ep.Metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{"flowplace_tcp_bytes_total", "flowplace_datapath_flows", "flowplace_datapath_flows_evicted_total",
+		"flowplace_agent_series_overflow_total", "flowplace_agent_otlp_exports_total"} {
+		re := regexp.MustCompile(`(?m)^` + name + `\{[^}]*k8s_cluster_name="us-east-1"`)
+		if !re.Match(body) {
+			t.Errorf("the collector's Prometheus export has no %s of us-east-1 with k8s_cluster_name", name)
+		}
 	}
 
 	clk.Set(clk.Now().Add(time.Second))
