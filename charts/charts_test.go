@@ -44,8 +44,13 @@ func render(t *testing.T, mode string, values map[string]any) *Rendered {
 }
 
 func TestLint(t *testing.T) {
-	for _, mode := range []string{ModeHost, ModeKarmada} {
+	for _, mode := range []string{ModeHost, ModeKarmada, ModeHost + "+observability", ModeKarmada + "+observability"} {
 		vals := testValues()
+		if m, ok := strings.CutSuffix(mode, "+observability"); ok {
+			mode = m
+			vals["collector"] = map[string]any{"enabled": true}
+			vals["dashboards"] = map[string]any{"enabled": true}
+		}
 		vals["installMode"] = mode
 		res := action.NewLint().Run([]string{"flowplace"}, vals)
 		for _, m := range res.Messages {
