@@ -286,8 +286,6 @@ func (e *Estimator) Run(ctx context.Context) error {
 			OnStoppedLeading: func() {
 				wasLeader := e.leader.Swap(false)
 				e.metrics.leader.Store(0)
-				// Only the leader's model is current.
-				e.metrics.model.Store(nil)
 				if wasLeader && ctx.Err() == nil {
 					lost.Store(true)
 					klog.InfoS("Lost leadership", "identity", e.cfg.Identity)
@@ -330,6 +328,9 @@ func (e *Estimator) lead(lctx context.Context) error {
 		}
 		return fmt.Errorf("estimator: Cluster, ResourceBinding, ClusterLatency and WorkloadTraffic informers did not sync in 2m; are Karmada's and flowplace's CRDs installed (api/crds)? %w", syncCtx.Err())
 	}
+	// Only the leader's model is current: cleared once this leadership's
+	// last publishing round is over (OnStoppedLeading does not wait for it).
+	defer e.metrics.model.Store(nil)
 	l, t := e.pub.resume(e.agg, e.agg.Now())
 	klog.InfoS("Resumed from published objects", "clusterLatencies", l, "workloadTraffics", t)
 

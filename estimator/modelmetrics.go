@@ -16,9 +16,10 @@ import (
 	"github.com/flowplace/flowplace/telemetry"
 )
 
-// modelView is what the leader's last publishing round published, with the
-// attribute sets of its series built once per round: the model metrics'
-// callback only observes it.
+// modelView is the model the leader's last publishing round computed (the
+// objects it would publish; writes the relative-change rule skips leave the
+// API up to that much behind), with the attribute sets of its series built
+// once per round: the model metrics' callback only observes it.
 type modelView struct {
 	rtt            []observation // seconds
 	clusterTraffic []observation // bytes/s
@@ -145,9 +146,9 @@ func (m *selfMetrics) registerModelMetrics(meter metric.Meter) error {
 		get              func(*modelView) []observation
 	}
 	gauges := []gauge{
-		{telemetry.MetricClusterRTT, telemetry.UnitSeconds, "RTT between clusters by quantile, as published in ClusterLatency",
+		{telemetry.MetricClusterRTT, telemetry.UnitSeconds, "RTT between clusters by quantile, as computed for ClusterLatency",
 			func(v *modelView) []observation { return v.rtt }},
-		{telemetry.MetricClusterTraffic, telemetry.UnitBytesPerSec, "Traffic from workloads in one cluster to peers in another (callers' view), as published in WorkloadTraffic",
+		{telemetry.MetricClusterTraffic, telemetry.UnitBytesPerSec, "Traffic from workloads in one cluster to the peers they call in a cluster (the same one or another: flowplace.cross_cluster), callers' view, as computed for WorkloadTraffic",
 			func(v *modelView) []observation { return v.clusterTraffic }},
 		{telemetry.MetricWorkloadTraffic, telemetry.UnitBytesPerSec, "Traffic from a workload to a peer over all cluster pairs, heaviest pairs (the rest in the overflow series)",
 			func(v *modelView) []observation { return v.workload }},

@@ -266,8 +266,8 @@ const MaxMessageBytesLimit = 64 << 20
 // agg. maxMessageBytes bounds one request (and with it the memory a single
 // hostile request can claim); <= 0 means 16 MiB, at most
 // MaxMessageBytesLimit. meter, when not nil, receives the receiver's and
-// the aggregator's metrics (as an Estimator's, without the model, which
-// only a publishing leader has).
+// the aggregator's metrics, as an Estimator's (its model gauges stay empty:
+// only a publishing leader has a model).
 func NewGRPCServer(agg *aggregate.Aggregator, t ServerTLS, maxMessageBytes int, meter metric.Meter) (*grpc.Server, error) {
 	m := noopMetrics()
 	if meter != nil {

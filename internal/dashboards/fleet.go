@@ -56,8 +56,8 @@ func fleetNetwork() *dashboard.DashboardBuilder {
 			}}},
 		})).
 		WithPanel(statPanel(panel{
-			title: "Estimated pairs", w: 8, h: 9,
-			desc: "Cluster pairs no agent measured in either direction, whose RTT is the estimator's estimate.",
+			title: "Estimated cluster pairs (each direction)", w: 8, h: 9,
+			desc: "Source-destination cluster pairs no agent measured in either direction, whose RTT is the estimator's estimate (A to B and B to A count twice).",
 			queries: []query{{ref: "A",
 				expr: `count(flowplace_estimator_cluster_rtt_seconds{flowplace_rtt_estimated="true", flowplace_rtt_quantile="0.5"}) or vector(0)`}},
 		})).
@@ -85,7 +85,7 @@ func fleetNetwork() *dashboard.DashboardBuilder {
 			title: "Top workload pairs crossing clusters", unit: "Bps", w: 24, h: 9,
 			desc: "The heaviest cross-cluster workload pairs: the first candidates for moving together.",
 			queries: []query{{ref: "A", table: true,
-				expr: `topk(10, flowplace_estimator_workload_cross_cluster_traffic_bytes_per_second{k8s_namespace_name=~"$namespace"} > 0)`}},
+				expr: `topk(10, flowplace_estimator_workload_cross_cluster_traffic_bytes_per_second{k8s_namespace_name=~"$namespace", otel_metric_overflow!="true"} > 0)`}},
 			transforms: []dashboard.DataTransformerConfig{organize(scopeColumns, map[string]string{
 				"k8s_namespace_name": "namespace", "flowplace_workload_kind": "kind", "flowplace_workload_name": "workload",
 				"flowplace_peer_namespace": "peer namespace", "flowplace_peer_workload_kind": "peer kind",

@@ -51,11 +51,11 @@ func placement() *dashboard.DashboardBuilder {
 			queries: []query{{ref: "A", legend: "pending",
 				expr: `sum(flowplace_estimator_rebalance_pending)`}},
 		})).
-		WithPanel(timeSeries(panel{
-			title: "Expected saving of advised moves", unit: "short", w: 12, h: 8,
-			desc: "Network cost (bytes/s x ms) the advised or requested moves are expected to save.",
-			queries: []query{{ref: "A", legend: "saving",
-				expr: `sum(rate(flowplace_estimator_rebalance_saving_sum[$__rate_interval]))`}},
+		WithPanel(statPanel(panel{
+			title: "Expected saving of the moves advised in the range", unit: "short", w: 12, h: 8,
+			desc: "Network cost rate (bytes/s x ms) the moves advised or requested in the time range are expected to save, summed.",
+			queries: []query{{ref: "A",
+				expr: `sum(increase(flowplace_estimator_rebalance_saving_sum[$__range]))`}},
 		})).
 		WithPanel(timeSeries(panel{
 			title: "Workloads the advisor skipped", w: 12, h: 8,

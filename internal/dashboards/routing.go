@@ -24,10 +24,10 @@ func routing() *dashboard.DashboardBuilder {
 				expr: `sum by (flowplace_service_name, flowplace_peer_cluster_name) (rate(flowplace_routing_connect_failures_total{k8s_cluster_name=~"$cluster"}[$__rate_interval]))`}},
 		})).
 		WithPanel(timeSeries(panel{
-			title: "Ejections", w: 12, h: 8,
-			desc: "Backends ejected by passive health, by destination cluster.",
+			title: "Ejections", unit: "ops", w: 12, h: 8,
+			desc: "Backends ejected by passive health per second, by destination cluster.",
 			queries: []query{{ref: "A", legend: "{{k8s_cluster_name}} → {{flowplace_peer_cluster_name}}",
-				expr: `sum by (k8s_cluster_name, flowplace_peer_cluster_name) (increase(flowplace_routing_ejections_total{k8s_cluster_name=~"$cluster"}[$__rate_interval]))`}},
+				expr: `sum by (k8s_cluster_name, flowplace_peer_cluster_name) (rate(flowplace_routing_ejections_total{k8s_cluster_name=~"$cluster"}[$__rate_interval]))`}},
 		})).
 		WithPanel(timeSeries(panel{
 			title: "Failovers to any backend", unit: "cps", w: 12, h: 8,

@@ -99,13 +99,16 @@ func Recommend(app *demo.App, snap *aggregate.Snapshot, clusters []string, capac
 				decisions.Excluded(key(svc), c, v)
 			}
 		}
-		if len(fit) == 0 {
+		allExcluded := len(fit) == 0
+		if allExcluded {
 			fit = cands // Karmada would not schedule it; the lab keeps it running
 		}
 		raw := make([]int64, len(fit))
 		for i, c := range fit {
 			r := score.Score(key(svc), c)
-			decisions.Scored(key(svc), c, r)
+			if !allExcluded { // Karmada scores no cluster it filtered out
+				decisions.Scored(key(svc), c, r)
+			}
 			raw[i] = r.Raw
 		}
 		if decisions != nil {

@@ -172,8 +172,9 @@ func (c *Controller) clusterName(i uint16) string {
 // DatapathSource is the MetricsSource of a datapath programmed without a
 // Controller (the lab's routing phase): services named by VIP, clusters by
 // the index the tables' backends carry. Its ejections are the kernel's
-// per-backend counts, summed by the backend's cluster (a backend removed
-// from the tables takes its count along).
+// per-backend counts, summed by the backend's cluster: for tables that
+// keep their backends (a backend removed from the tables moves its count
+// to "other", which Prometheus sees as a reset of its cluster's counter).
 type DatapathSource struct {
 	Datapath *redirect.Datapath
 	Services map[netip.AddrPort]ServiceRef

@@ -78,7 +78,11 @@ func GatewayConfig(e Endpoints) ([]byte, error) {
 	if cm == nil {
 		return nil, errors.New("collectortest: the chart rendered no collector ConfigMap")
 	}
-	raw, _ := cm.Object["data"].(map[string]any)["config.yaml"].(string)
+	data, _ := cm.Object["data"].(map[string]any)
+	raw, _ := data["config.yaml"].(string)
+	if raw == "" {
+		return nil, errors.New("collectortest: the chart's collector ConfigMap has no config.yaml")
+	}
 	var cfg map[string]any
 	if err := yaml.Unmarshal([]byte(raw), &cfg); err != nil {
 		return nil, fmt.Errorf("collectortest: the chart's collector config: %w", err)
@@ -144,6 +148,7 @@ type Process struct {
 	cmd  *exec.Cmd
 	done chan error
 	log  *syncBuffer
+	stop sync.Once
 }
 
 // syncBuffer is the collector's output, written by exec's copying
@@ -187,7 +192,7 @@ func Start(ctx context.Context, bin string, config []byte, health string, dir st
 			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
-		if resp, err := http.Get("http://" + health + "/"); err == nil {
+		if resp, err := healthClient.Get("http://" + health + "/"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return p, nil
@@ -200,18 +205,22 @@ func Start(ctx context.Context, bin string, config []byte, health string, dir st
 	}
 }
 
+var healthClient = &http.Client{Timeout: 2 * time.Second}
+
 // Log is what the collector printed.
 func (p *Process) Log() string { return p.log.String() }
 
-// Stop ends the collector (SIGTERM, then SIGKILL after 10 s).
+// Stop ends the collector (SIGINT, then SIGKILL after 10 s); once.
 func (p *Process) Stop() {
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+	p.stop.Do(func() {
+		_ = p.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
 }
 
 // FreeAddr is a free loopback host:port.
