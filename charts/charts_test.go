@@ -44,10 +44,13 @@ func render(t *testing.T, mode string, values map[string]any) *Rendered {
 }
 
 func TestLint(t *testing.T) {
-	for _, mode := range []string{ModeHost, ModeKarmada, ModeHost + "+observability", ModeKarmada + "+observability"} {
+	for _, tc := range []struct {
+		mode          string
+		observability bool // the collector gateway and the dashboards
+	}{{ModeHost, false}, {ModeKarmada, false}, {ModeHost, true}, {ModeKarmada, true}} {
+		mode := tc.mode
 		vals := testValues()
-		if m, ok := strings.CutSuffix(mode, "+observability"); ok {
-			mode = m
+		if tc.observability {
 			vals["collector"] = map[string]any{"enabled": true}
 			vals["dashboards"] = map[string]any{"enabled": true}
 		}

@@ -117,59 +117,61 @@ func TestNamesExist(t *testing.T) {
 	used := map[string]bool{}
 	n := 0
 	for _, f := range files {
-		n += len(Queries(f.Model))
 		for _, q := range Queries(f.Model) {
+			n++
 			title := q.Panel
-			{
-				expr, err := promparser.NewParser(promparser.Options{}).ParseExpr(Substitute(q.Expr, SubstituteOptions{}))
-				if err != nil {
-					t.Errorf("%s / %s: %v", f.Name, title, err)
-					continue
-				}
-				made := map[string]bool{}
-				promparser.Inspect(expr, func(n promparser.Node, _ []promparser.Node) error {
-					if c, ok := n.(*promparser.Call); ok && (c.Func.Name == "label_join" || c.Func.Name == "label_replace") {
-						made[c.Args[1].(*promparser.StringLiteral).Val] = true
-					}
-					return nil
-				})
-				promparser.Inspect(expr, func(n promparser.Node, _ []promparser.Node) error {
-					switch n := n.(type) {
-					case *promparser.VectorSelector:
-						base, ok := metrics[n.Name]
-						if !ok {
-							t.Errorf("%s / %s: metric %s is no telemetry name", f.Name, title, n.Name)
-						}
-						used[base] = true
-						for _, m := range n.LabelMatchers {
-							if m.Name != "__name__" && !labels[m.Name] && !made[m.Name] {
-								t.Errorf("%s / %s: label %s is no telemetry attribute", f.Name, title, m.Name)
-							}
-						}
-					case *promparser.AggregateExpr:
-						for _, l := range n.Grouping {
-							if !labels[l] && !made[l] {
-								t.Errorf("%s / %s: grouping label %s is no telemetry attribute", f.Name, title, l)
-							}
-						}
-					case *promparser.Call:
-						if n.Func.Name == "label_join" || n.Func.Name == "label_replace" {
-							for _, a := range n.Args[2:] {
-								if s, ok := a.(*promparser.StringLiteral); ok && (labels[s.Val] || made[s.Val]) {
-									continue
-								} else if ok && n.Func.Name == "label_join" && a == n.Args[2] {
-									continue // the separator
-								} else if ok && n.Func.Name == "label_replace" && (a == n.Args[2] || a == n.Args[4]) {
-									continue // replacement and regex
-								} else if ok {
-									t.Errorf("%s / %s: %s of unknown label %q", f.Name, title, n.Func.Name, s.Val)
-								}
-							}
-						}
-					}
-					return nil
-				})
+			expr, err := promparser.NewParser(promparser.Options{}).ParseExpr(Substitute(q.Expr, SubstituteOptions{}))
+			if err != nil {
+				t.Errorf("%s / %s: %v", f.Name, title, err)
+				continue
 			}
+			// label_join(v, dst, separator, src...) and
+			// label_replace(v, dst, replacement, src, regex) make dst
+			// from the src labels.
+			made := map[string]bool{}
+			var sources []string
+			promparser.Inspect(expr, func(n promparser.Node, _ []promparser.Node) error {
+				c, ok := n.(*promparser.Call)
+				if !ok || (c.Func.Name != "label_join" && c.Func.Name != "label_replace") {
+					return nil
+				}
+				made[c.Args[1].(*promparser.StringLiteral).Val] = true
+				src := c.Args[3:]
+				if c.Func.Name == "label_replace" {
+					src = c.Args[3:4]
+				}
+				for _, a := range src {
+					sources = append(sources, a.(*promparser.StringLiteral).Val)
+				}
+				return nil
+			})
+			for _, l := range sources {
+				if !labels[l] && !made[l] {
+					t.Errorf("%s / %s: label_join/label_replace of unknown label %q", f.Name, title, l)
+				}
+			}
+			promparser.Inspect(expr, func(n promparser.Node, _ []promparser.Node) error {
+				switch n := n.(type) {
+				case *promparser.VectorSelector:
+					base, ok := metrics[n.Name]
+					if !ok {
+						t.Errorf("%s / %s: metric %s is no telemetry name", f.Name, title, n.Name)
+					}
+					used[base] = true
+					for _, m := range n.LabelMatchers {
+						if m.Name != "__name__" && !labels[m.Name] && !made[m.Name] {
+							t.Errorf("%s / %s: label %s is no telemetry attribute", f.Name, title, m.Name)
+						}
+					}
+				case *promparser.AggregateExpr:
+					for _, l := range n.Grouping {
+						if !labels[l] && !made[l] {
+							t.Errorf("%s / %s: grouping label %s is no telemetry attribute", f.Name, title, l)
+						}
+					}
+				}
+				return nil
+			})
 		}
 	}
 	if n < 30 {

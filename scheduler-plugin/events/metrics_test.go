@@ -192,3 +192,25 @@ func TestDecisionSeriesAtFleetScale(t *testing.T) {
 	}
 	t.Logf("decision series at %d clusters after %d attempts: %d (%v); the histogram's one series has 12 buckets", clusters, workloads, total, got)
 }
+
+// BenchmarkAttemptWithMetrics is BenchmarkAttempt with the decision
+// metrics recorded at the flush (no Event).
+func BenchmarkAttemptWithMetrics(b *testing.B) {
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	r, err := New(nil, nil, nil, mp.Meter(telemetry.ScopeScheduler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	k := model.KeyFor("shop", "Deployment", "web")
+	clusters := make([]string, 100)
+	for i := range clusters {
+		clusters[i] = fmt.Sprintf("member-%d", i)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for i, c := range clusters {
+			r.Scored(k, c, tl.Result{Cost: float64(i + 1), Reason: tl.ReasonCost})
+		}
+		r.Flush(true)
+	}
+}

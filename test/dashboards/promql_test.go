@@ -257,9 +257,9 @@ func legendLabels(legend string) []string {
 	return out
 }
 
-func instant(t *testing.T, ng *promql.Engine, db *tsdb.DB, expr string, at time.Time) []promql.Sample {
+// exec runs a query and fails the test on an error.
+func exec(t *testing.T, q promql.Query, err error, expr string) parser.Value {
 	t.Helper()
-	q, err := ng.NewInstantQuery(context.Background(), db, nil, expr, at)
 	if err != nil {
 		t.Fatalf("%s: %v", expr, err)
 	}
@@ -268,14 +268,21 @@ func instant(t *testing.T, ng *promql.Engine, db *tsdb.DB, expr string, at time.
 	if res.Err != nil {
 		t.Fatalf("%s: %v", expr, res.Err)
 	}
-	switch v := res.Value.(type) {
+	return res.Value
+}
+
+func instant(t *testing.T, ng *promql.Engine, db *tsdb.DB, expr string, at time.Time) []promql.Sample {
+	t.Helper()
+	q, err := ng.NewInstantQuery(context.Background(), db, nil, expr, at)
+	switch v := exec(t, q, err, expr).(type) {
 	case promql.Vector:
 		return v
 	case promql.Scalar:
 		return []promql.Sample{{F: v.V}}
+	default:
+		t.Fatalf("%s: %T", expr, v)
+		return nil
 	}
-	t.Fatalf("%s: %T", expr, res.Value)
-	return nil
 }
 
 // rangeLast runs a range query as a time series panel does and returns each
@@ -284,16 +291,8 @@ func instant(t *testing.T, ng *promql.Engine, db *tsdb.DB, expr string, at time.
 func rangeLast(t *testing.T, ng *promql.Engine, db *tsdb.DB, expr string, start, end time.Time) []promql.Sample {
 	t.Helper()
 	q, err := ng.NewRangeQuery(context.Background(), db, nil, expr, start, end, scrapeInterval)
-	if err != nil {
-		t.Fatalf("%s: %v", expr, err)
-	}
-	defer q.Close()
-	res := q.Exec(context.Background())
-	if res.Err != nil {
-		t.Fatalf("%s: %v", expr, res.Err)
-	}
 	var out []promql.Sample
-	for _, s := range res.Value.(promql.Matrix) {
+	for _, s := range exec(t, q, err, expr).(promql.Matrix) {
 		last := promql.Sample{Metric: s.Metric, F: math.NaN()}
 		for _, p := range s.Floats {
 			if !math.IsNaN(p.F) {
