@@ -273,9 +273,19 @@ func TestEstimator(t *testing.T) {
 		// (3 x ~7); a scheduling stall on a shared machine can move one
 		// decayed rate past the 10% threshold, so allow one write per
 		// object, not per round.
-		if writes := end.StatusUpdates - mid.StatusUpdates; writes > 3 || mid.Creates != 3 {
-			t.Errorf("%d status writes over %d rounds of steady traffic for 3 objects (want at most 3); %d creates before (want 3)",
-				writes, end.Rounds-mid.Rounds, mid.Creates)
+		valueWrites := (end.StatusUpdates - end.SampleCountWrites) - (mid.StatusUpdates - mid.SampleCountWrites)
+		sampleWrites := end.SampleCountWrites - mid.SampleCountWrites
+		t.Logf("status writes over the last %d rounds: %d for values, %d for sample counts", end.Rounds-mid.Rounds, valueWrites, sampleWrites)
+		if valueWrites > 3 || mid.Creates != 3 {
+			t.Errorf("%d status writes for values over %d rounds of steady traffic for 3 objects (want at most 3); %d creates before (want 3)",
+				valueWrites, end.Rounds-mid.Rounds, mid.Creates)
+		}
+		// A count is written when it doubles. The 3 s window's count
+		// grows as 1-exp(-t/3): 1.55x from the midpoint (1.9 s after the
+		// first sample) to the end (3.9 s), so at most one doubling per
+		// object, plus one decided before the midpoint and counted after.
+		if sampleWrites > 2*3 {
+			t.Errorf("%d status writes for sample counts in the second half, want at most 2 per object (6)", sampleWrites)
 		}
 		if end.Errors != 0 {
 			t.Errorf("publish errors: %+v", end)

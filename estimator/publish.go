@@ -33,6 +33,7 @@ type PublishPolicy struct {
 	ValidFor time.Duration
 	// RelativeChange of a rate or RTT quantile that is worth a write
 	// (e.g. 0.1 = 10%); smaller changes wait for the validity extension.
+	// A sample count is worth a write once it has doubled or halved.
 	RelativeChange float64
 	// NoEstimates leaves pairs nobody measured absent instead of filling
 	// them from network coordinates (see estimate.go).
@@ -78,7 +79,10 @@ type publisher struct {
 type PublishStats struct {
 	Rounds                                    int64
 	Creates, StatusUpdates, Conflicts, Errors int64
-	UnknownClusters, UnboundWorkloads         int64 // in the last round
+	// SampleCountWrites are the status updates for a sample count alone
+	// (doubled or halved since the last write, see samplesChanged).
+	SampleCountWrites                 int64
+	UnknownClusters, UnboundWorkloads int64 // in the last round
 	// EstimatedPairs is the number of estimated entries published in the
 	// last round (package coordinates).
 	EstimatedPairs int64
@@ -352,22 +356,52 @@ func changedValue(a, b, rel float64, floor float64) bool {
 	return d > floor && d > rel*math.Max(math.Abs(a), math.Abs(b))
 }
 
-func latencyChanged(cur, want *v1.ClusterLatencyStatus, rel float64) bool {
+// samplesChanged reports whether a sample count is worth a write. Readers
+// trust a pair only from a number of samples on (the plugins' minSamples),
+// and a count grows while the quantiles stay put: a count that has doubled
+// or halved since the last write is a change, so a pair first written with
+// few samples is rewritten once it has enough rather than at the validity
+// extension. Less than that is not, so a steady window's count writes nothing.
+func samplesChanged(a, b int64) bool {
+	lo, hi := min(a, b), max(a, b)
+	return hi > 0 && hi >= 2*lo
+}
+
+// latencyChanged reports whether the peers differ in number, identity or
+// by peerChanged.
+func latencyChanged(cur, want *v1.ClusterLatencyStatus, peerChanged func(c, w *v1.PeerLatency) bool) bool {
 	if len(cur.Peers) != len(want.Peers) {
 		return true
 	}
 	for i := range want.Peers {
 		c, w := &cur.Peers[i], &want.Peers[i]
-		if c.Cluster != w.Cluster || c.Estimated != w.Estimated ||
-			changedValue(float64(c.ExpectedErrorMicroseconds), float64(w.ExpectedErrorMicroseconds), rel, floorRTTMicros) ||
-			changedValue(float64(c.P50Microseconds), float64(w.P50Microseconds), rel, floorRTTMicros) ||
-			changedValue(float64(c.P90Microseconds), float64(w.P90Microseconds), rel, floorRTTMicros) ||
-			changedValue(float64(c.P99Microseconds), float64(w.P99Microseconds), rel, floorRTTMicros) ||
-			changedValue(float64(c.MinMicroseconds), float64(w.MinMicroseconds), rel, floorRTTMicros) {
+		if c.Cluster != w.Cluster || c.Estimated != w.Estimated || peerChanged(c, w) {
 			return true
 		}
 	}
 	return false
+}
+
+func peerValuesChanged(rel float64) func(c, w *v1.PeerLatency) bool {
+	return func(c, w *v1.PeerLatency) bool {
+		return changedValue(float64(c.ExpectedErrorMicroseconds), float64(w.ExpectedErrorMicroseconds), rel, floorRTTMicros) ||
+			changedValue(float64(c.P50Microseconds), float64(w.P50Microseconds), rel, floorRTTMicros) ||
+			changedValue(float64(c.P90Microseconds), float64(w.P90Microseconds), rel, floorRTTMicros) ||
+			changedValue(float64(c.P99Microseconds), float64(w.P99Microseconds), rel, floorRTTMicros) ||
+			changedValue(float64(c.MinMicroseconds), float64(w.MinMicroseconds), rel, floorRTTMicros)
+	}
+}
+
+func peerSamplesChanged(c, w *v1.PeerLatency) bool {
+	return samplesChanged(c.SampleCount, w.SampleCount)
+}
+
+func ratesValuesChanged(rel float64) func(c, w *v1.TrafficRates) bool {
+	return func(c, w *v1.TrafficRates) bool { return ratesChanged(c, w, rel) }
+}
+
+func ratesSamplesChanged(c, w *v1.TrafficRates) bool {
+	return samplesChanged(c.SampleCount, w.SampleCount)
 }
 
 func ratesChanged(c, w *v1.TrafficRates, rel float64) bool {
@@ -377,7 +411,9 @@ func ratesChanged(c, w *v1.TrafficRates, rel float64) bool {
 		(c.SampleCount == 0) != (w.SampleCount == 0)
 }
 
-func trafficChanged(cur, want *v1.WorkloadTrafficStatus, rel float64) bool {
+// trafficChanged reports whether the peers and clients differ in number,
+// identity or by ratesChanged.
+func trafficChanged(cur, want *v1.WorkloadTrafficStatus, ratesChanged func(c, w *v1.TrafficRates) bool) bool {
 	if len(cur.Peers) != len(want.Peers) || len(cur.Clients) != len(want.Clients) {
 		return true
 	}
@@ -395,14 +431,14 @@ func trafficChanged(cur, want *v1.WorkloadTrafficStatus, rel float64) bool {
 		}
 		for j := range w.Clusters {
 			if c.Clusters[j].SourceCluster != w.Clusters[j].SourceCluster || c.Clusters[j].DestinationCluster != w.Clusters[j].DestinationCluster ||
-				ratesChanged(&c.Clusters[j].TrafficRates, &w.Clusters[j].TrafficRates, rel) {
+				ratesChanged(&c.Clusters[j].TrafficRates, &w.Clusters[j].TrafficRates) {
 				return true
 			}
 		}
 	}
 	for i := range want.Clients {
 		c, w := &cur.Clients[i], &want.Clients[i]
-		if c.ClientCluster != w.ClientCluster || c.ServingCluster != w.ServingCluster || ratesChanged(&c.TrafficRates, &w.TrafficRates, rel) {
+		if c.ClientCluster != w.ClientCluster || c.ServingCluster != w.ServingCluster || ratesChanged(&c.TrafficRates, &w.TrafficRates) {
 			return true
 		}
 	}
@@ -444,6 +480,12 @@ func newerRV(a, b string) bool {
 	return a > b
 }
 
+// Why an object with fresh validity is written.
+const (
+	reasonChanged     = "changed"
+	reasonSampleCount = "sample count"
+)
+
 // decide returns whether to write d given the current object, and why.
 func (p *publisher) decide(d desired, cur *unstructured.Unstructured, now time.Time) (bool, string) {
 	if cur == nil {
@@ -467,16 +509,22 @@ func (p *publisher) decide(d desired, cur *unstructured.Unstructured, now time.T
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(cur.Object, &c); err != nil {
 			return true, "unreadable"
 		}
-		if latencyChanged(&c.Status, &want.Status, p.policy.RelativeChange) {
-			return true, "changed"
+		if latencyChanged(&c.Status, &want.Status, peerValuesChanged(p.policy.RelativeChange)) {
+			return true, reasonChanged
+		}
+		if latencyChanged(&c.Status, &want.Status, peerSamplesChanged) {
+			return true, reasonSampleCount
 		}
 	case *v1.WorkloadTraffic:
 		var c v1.WorkloadTraffic
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(cur.Object, &c); err != nil {
 			return true, "unreadable"
 		}
-		if trafficChanged(&c.Status, &want.Status, p.policy.RelativeChange) {
-			return true, "changed"
+		if trafficChanged(&c.Status, &want.Status, ratesValuesChanged(p.policy.RelativeChange)) {
+			return true, reasonChanged
+		}
+		if trafficChanged(&c.Status, &want.Status, ratesSamplesChanged) {
+			return true, reasonSampleCount
 		}
 	}
 	return false, ""
@@ -518,6 +566,9 @@ func (p *publisher) publish(ctx context.Context, s *aggregate.Snapshot) (int, er
 			continue
 		}
 		n++
+		if why == reasonSampleCount {
+			p.count(func(s *PublishStats) { s.SampleCountWrites++ })
+		}
 		klog.V(3).InfoS("Published", "object", d.key, "reason", why)
 	}
 	return n, firstErr
