@@ -37,6 +37,7 @@ test-deps:
 	[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins); \
 	[ -x /bin/busybox ] || need+=(busybox-static); \
 	command -v chromium >/dev/null || need+=(chromium); \
+	command -v cbc >/dev/null || need+=(coinor-cbc); \
 	[ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates); \
 	if (( $${#need[@]} )); then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -1,6 +1,7 @@
 package estimator
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -282,7 +283,7 @@ func (p *publisher) build(s *aggregate.Snapshot) []desired {
 		}
 		slices.SortFunc(obj.Status.Peers, func(a, b v1.PeerTraffic) int {
 			if a.BytesPerSecond != b.BytesPerSecond {
-				return -cmpInt(a.BytesPerSecond, b.BytesPerSecond)
+				return -cmp.Compare(a.BytesPerSecond, b.BytesPerSecond)
 			}
 			return strings.Compare(peerID(a), peerID(b))
 		})
@@ -315,16 +316,6 @@ func (p *publisher) build(s *aggregate.Snapshot) []desired {
 	p.stats.EstimatedPairs = estimated
 	p.mu.Unlock()
 	return out
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func peerID(p v1.PeerTraffic) string {

@@ -162,7 +162,7 @@ func (r sweepResult) print() {
 	fmt.Printf("generated vs Karmada's default: cross-cluster bytes ratio median %.3f, mean latency ratio median %.3f; worse than without the plan: %d; over capacity: %d\n",
 		quantile(r.bytesRatios, 0.5), quantile(r.latRatios, 0.5), r.worseNoPlan, r.overCapacity)
 	fmt.Printf("plan alone (nothing placed, no scheduler): median %.3f p95 %.3f worst %.3f over %d\n", quantile(r.planGaps, 0.5), quantile(r.planGaps, 0.95), quantile(r.planGaps, 1), len(r.planGaps))
-	fmt.Printf("gap to proven optima (%d instances x 3 orders): median %.3f p95 %.3f worst %.3f; on the %d instances CBC did not prove in %s the reference is its lower bound (the gap an upper bound), and CBC's best placement found costs %.3f-%.3f x flowplace's\n",
+	fmt.Printf("gap to proven optima (%d instances x 3 orders): median %.3f p95 %.3f worst %.3f; on the %d instances CBC proved neither MIP in %s each the reference is the higher of its lower bounds (the gap an upper bound), and CBC's best placement found costs %.3f-%.3f x flowplace's\n",
 		len(r.provenGaps)/3, quantile(r.provenGaps, 0.5), quantile(r.provenGaps, 0.95), quantile(r.provenGaps, 1),
 		len(r.boundIncumbent), *cbcTimeLimit, quantile(r.boundIncumbent, 0), quantile(r.boundIncumbent, 1))
 	fmt.Printf("worst: %s\n", r.worst)
