@@ -202,8 +202,7 @@ func (o objective) exhaustive(upper float64, start []int) (best []int, bestCost 
 			return true
 		}
 		u := order[i]
-		rest -= least[u]
-		defer func() { rest += least[u] }()
+		rest -= least[u] // the caller puts rest back after the call
 		byCost := clusters[i]
 		for c := range byCost {
 			byCost[c] = c
@@ -362,21 +361,22 @@ func (o objective) mip(ctx context.Context, dir string, capacityProducts bool) (
 		}
 	}
 	if capacityProducts {
+		incident := make([][]int, n) // edge indices per service
+		for i, e := range o.edges {
+			incident[e.a] = append(incident[e.a], i)
+			incident[e.b] = append(incident[e.b], i)
+		}
 		for v := range n {
 			for c := range o.k {
 				fmt.Fprintf(w, " rc_%d_%d: %d x_%d_%d", v, c, o.cpu[v]-o.capCPU[c], v, c)
-				for i, e := range o.edges {
-					if e.a == v || e.b == v {
-						fmt.Fprintf(w, " + %d y_%d_%d_%d", o.cpu[e.a+e.b-v], i, c, c)
-					}
+				for _, i := range incident[v] {
+					fmt.Fprintf(w, " + %d y_%d_%d_%d", o.cpu[o.edges[i].a+o.edges[i].b-v], i, c, c)
 				}
 				fmt.Fprintln(w, " <= 0")
 				if o.capMem != nil {
 					fmt.Fprintf(w, " rm_%d_%d: %.6g x_%d_%d", v, c, o.mem[v]-o.capMem[c]-1e-6, v, c)
-					for i, e := range o.edges {
-						if e.a == v || e.b == v {
-							fmt.Fprintf(w, " + %.6g y_%d_%d_%d", o.mem[e.a+e.b-v], i, c, c)
-						}
+					for _, i := range incident[v] {
+						fmt.Fprintf(w, " + %.6g y_%d_%d_%d", o.mem[o.edges[i].a+o.edges[i].b-v], i, c, c)
 					}
 					fmt.Fprintln(w, " <= 0")
 				}
